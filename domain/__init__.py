@@ -1,0 +1,1 @@
+"""The job lifecycle: pure Python and `transitions`, no I/O."""

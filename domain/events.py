@@ -1,0 +1,284 @@
+"""The facts of a job's life: one event class per transition of the lifecycle.
+
+An event knows the trigger it stands for (so replay can re-check it against the one
+Machine) and the fields it assigns on the job (`changes`), so applying it never runs a
+business check. Each event is chained to the job's previous one by a sha-256 hash over
+its canonical JSON form.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Self
+
+SCHEMA_VERSION = 1
+_NOT_HASHED = frozenset({"position", "hash"})
+GENESIS_HASH = ""
+"""The ``prev_hash`` of a job's first event."""
+
+
+def utc_iso(moment: datetime) -> str:
+    """ISO 8601 in UTC with microseconds, the one text form of a time in the log."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """What every event carries; subclasses add the fields of their transition."""
+
+    trigger: ClassVar[str]
+    schema_version: ClassVar[int] = SCHEMA_VERSION
+
+    job_id: str
+    version: int
+    occurred_at: datetime
+    event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    actor: str = "system"
+    correlation_id: str | None = None
+    prev_hash: str = GENESIS_HASH
+    hash: str = ""
+    position: int | None = None
+    """Global position in the log, assigned by the event store when appended."""
+
+    @property
+    def type(self) -> str:
+        return type(self).__name__
+
+    def data(self) -> dict[str, Any]:
+        """The type-specific fields as JSON values."""
+        return {f.name: _to_json(getattr(self, f.name)) for f in _own_fields(type(self))}
+
+    def metadata(self) -> dict[str, Any]:
+        return {"actor": self.actor, "correlation_id": self.correlation_id}
+
+    def envelope(self) -> dict[str, Any]:
+        """The event as one JSON object: what the CLI prints and consumers receive."""
+        return {
+            "position": self.position,
+            "event_id": self.event_id,
+            "job_id": self.job_id,
+            "version": self.version,
+            "type": self.type,
+            "schema_version": self.schema_version,
+            "occurred_at": utc_iso(self.occurred_at),
+            "data": self.data(),
+            "metadata": self.metadata(),
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
+
+    def changes(self) -> dict[str, Any]:
+        """The job fields this event assigns (besides status, version and updated_at)."""
+        return {}
+
+    def canonical(self) -> str:
+        """The text the hash covers: the envelope without its position and hash."""
+        covered = {k: v for k, v in self.envelope().items() if k not in _NOT_HASHED}
+        return json.dumps(covered, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+    def compute_hash(self) -> str:
+        return hashlib.sha256(self.canonical().encode()).hexdigest()
+
+    def sealed(self) -> Self:
+        """This event with its hash filled in."""
+        return replace(self, hash=self.compute_hash())
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobQueued(Event):
+    trigger = "submit"
+    job_type: str
+    payload: dict[str, Any]
+    max_attempts: int
+    priority: int
+    available_at: datetime
+    idempotency_key: str | None = None
+
+    def changes(self) -> dict[str, Any]:
+        return {
+            "job_type": self.job_type,
+            "payload": self.payload,
+            "max_attempts": self.max_attempts,
+            "priority": self.priority,
+            "available_at": self.available_at,
+            "idempotency_key": self.idempotency_key,
+            "created_at": self.occurred_at,
+            "attempt": 0,
+            "progress": 0,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobStarted(Event):
+    trigger = "start"
+    attempt: int
+    worker_id: str
+    lease_expires_at: datetime
+
+    def changes(self) -> dict[str, Any]:
+        return {
+            "attempt": self.attempt,
+            "worker_id": self.worker_id,
+            "lease_expires_at": self.lease_expires_at,
+            "started_at": self.occurred_at,
+            "progress": 0,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobProgressed(Event):
+    trigger = "progress"
+    attempt: int
+    percent: int
+    message: str | None = None
+
+    def changes(self) -> dict[str, Any]:
+        return {"progress": self.percent}
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobCompleted(Event):
+    trigger = "complete"
+    attempt: int
+    result: Any
+    duration_ms: float
+
+    def changes(self) -> dict[str, Any]:
+        return {
+            "result": self.result,
+            "progress": 100,
+            "completed_at": self.occurred_at,
+            "lease_expires_at": None,
+            **NO_ERROR,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Failure(Event):
+    """The fields every failure records (a scheduled retry or the final one)."""
+
+    attempt: int
+    error_type: str
+    error_code: str
+    error_message: str
+    error_category: str
+    retryable: bool
+
+    def changes(self) -> dict[str, Any]:
+        return {
+            "error_type": self.error_type,
+            "error_code": self.error_code,
+            "error_message": self.error_message,
+            "error_category": self.error_category,
+            "lease_expires_at": None,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobRetryScheduled(_Failure):
+    trigger = "schedule_retry"
+    available_at: datetime
+    delay_seconds: float
+
+    def changes(self) -> dict[str, Any]:
+        return {**super().changes(), "available_at": self.available_at, "worker_id": None}
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobFailed(_Failure):
+    trigger = "fail"
+
+    def changes(self) -> dict[str, Any]:
+        return {**super().changes(), "completed_at": self.occurred_at}
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobCancelled(Event):
+    trigger = "cancel"
+    reason: str | None = None
+    by: str = "system"
+
+    def changes(self) -> dict[str, Any]:
+        return {"completed_at": self.occurred_at, "lease_expires_at": None}
+
+
+NO_ERROR: dict[str, Any] = dict.fromkeys(
+    ("error_type", "error_code", "error_message", "error_category")
+)
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__name__: cls
+    for cls in (
+        JobQueued,
+        JobStarted,
+        JobProgressed,
+        JobCompleted,
+        JobRetryScheduled,
+        JobFailed,
+        JobCancelled,
+    )
+}
+TERMINAL_EVENT_TYPES = frozenset({"JobCompleted", "JobFailed", "JobCancelled"})
+
+
+class UnknownEventType(ValueError):
+    """An event type this version of jobtrail does not know."""
+
+
+def event_from_record(
+    *,
+    type: str,
+    data: dict[str, Any],
+    metadata: dict[str, Any],
+    job_id: str,
+    version: int,
+    event_id: str,
+    occurred_at: datetime,
+    prev_hash: str,
+    hash: str,
+    position: int | None = None,
+) -> Event:
+    """Rebuild an event from its stored (or published) form."""
+    try:
+        cls = EVENT_TYPES[type]
+    except KeyError:
+        raise UnknownEventType(type) from None
+    own = {f.name: f for f in _own_fields(cls)}
+    decoded = {k: _from_json(v, own[k].type) for k, v in data.items() if k in own}
+    return cls(
+        job_id=job_id,
+        version=version,
+        event_id=event_id,
+        occurred_at=occurred_at,
+        actor=metadata.get("actor", "system"),
+        correlation_id=metadata.get("correlation_id"),
+        prev_hash=prev_hash,
+        hash=hash,
+        position=position,
+        **decoded,
+    )
+
+
+_BASE_FIELDS = frozenset(f.name for f in fields(Event))
+
+
+def _own_fields(cls: type[Event]) -> list[Any]:
+    return [f for f in fields(cls) if f.name not in _BASE_FIELDS]
+
+
+def _to_json(value: Any) -> Any:
+    return utc_iso(value) if isinstance(value, datetime) else value
+
+
+def _from_json(value: Any, annotation: Any) -> Any:
+    if value is not None and "datetime" in str(annotation):
+        return parse_time(value)
+    return value

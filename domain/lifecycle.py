@@ -1,0 +1,63 @@
+"""The one definition of the job lifecycle: a single module-level `transitions.Machine`.
+
+Jobs are not registered with the machine (that would keep every job alive in its model
+list): an event is fired on a job by passing the job to the machine's event, which moves
+the job's ``status`` attribute. Every part of jobtrail — commands, replay, verification,
+the projection — asks this machine, so there is no second copy of the rules.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from transitions import Machine, MachineError
+
+from domain.errors import IllegalTransition
+from domain.status import JobStatus
+
+NEW: Final = "new"
+"""The pseudo-state of a job that has not been submitted yet (never stored)."""
+
+Q, P = JobStatus.QUEUED.value, JobStatus.PROCESSING.value
+TRANSITIONS: Final[list[dict[str, Any]]] = [
+    {"trigger": "submit", "source": NEW, "dest": Q},
+    {"trigger": "start", "source": Q, "dest": P},
+    {"trigger": "progress", "source": P, "dest": None},
+    {"trigger": "complete", "source": P, "dest": JobStatus.COMPLETED.value},
+    {"trigger": "schedule_retry", "source": P, "dest": Q},
+    {"trigger": "fail", "source": [Q, P], "dest": JobStatus.FAILED.value},
+    {"trigger": "cancel", "source": [Q, P], "dest": JobStatus.CANCELLED.value},
+]
+
+MACHINE: Final = Machine(
+    model=None,
+    states=[NEW, *(status.value for status in JobStatus)],
+    transitions=TRANSITIONS,
+    initial=NEW,
+    auto_transitions=False,
+    model_attribute="status",
+)
+
+
+def fire(job: Any, trigger: str) -> None:
+    """Move ``job.status`` along ``trigger``, or raise `IllegalTransition`."""
+    try:
+        MACHINE.events[trigger].trigger(job)
+    except MachineError as error:
+        raise IllegalTransition(str(job.status), trigger) from error
+
+
+def allows(status: str, trigger: str) -> bool:
+    """Whether the machine has a ``trigger`` transition out of ``status``."""
+    return status in MACHINE.events[trigger].transitions
+
+
+def status_after(trigger: str) -> JobStatus | None:
+    """The status a trigger leads to, or None for an internal transition (progress).
+
+    Every trigger of the lifecycle has one destination whatever its source, so the
+    projection can read it off the machine without firing it.
+    """
+    destinations = {t.dest for ts in MACHINE.events[trigger].transitions.values() for t in ts}
+    (dest,) = destinations
+    return None if dest is None else JobStatus(dest)

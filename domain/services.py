@@ -1,0 +1,160 @@
+"""Use cases: load a job, run one command on it, append what it recorded.
+
+A concurrency conflict means someone else changed the job between our load and our
+append; the command is run again on the fresh state, so its checks see the truth (a
+second `fail` then finds the job finished and records nothing).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from domain.errors import ConcurrencyConflict, DuplicateIdempotencyKey, JobError, JobNotFound
+from domain.job import SYSTEM, Job, Meta, Outcome
+from domain.ports import Append, Clock, EventStore, SystemClock
+from domain.retry import RetryPolicy
+
+log = logging.getLogger(__name__)
+
+Command = Callable[[Job], Outcome]
+KeyLookup = Callable[[Collection[str]], dict[str, str]]
+"""Which of these idempotency keys are taken, and by which job."""
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a product service asks for when it submits a job."""
+
+    job_type: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    max_attempts: int = 3
+    priority: int = 0
+    delay: float = 0.0
+    idempotency_key: str | None = None
+
+
+@dataclass
+class JobService:
+    """The commands product services and workers issue, against any `EventStore`."""
+
+    store: EventStore
+    find_by_idempotency_keys: KeyLookup
+    clock: Clock = field(default_factory=SystemClock)
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    max_conflict_retries: int = 20
+
+    def submit(self, spec: JobSpec, meta: Meta = SYSTEM) -> str:
+        """Queue a job and return its id; the same id again for a known idempotency key."""
+        (job_id,) = self.submit_many([spec], meta)
+        return job_id
+
+    def submit_many(self, specs: Sequence[JobSpec], meta: Meta = SYSTEM) -> list[str]:
+        """Queue several jobs in one transaction; ids in the order of ``specs``.
+
+        A spec whose idempotency key is already taken yields that job's id and records
+        nothing. If another submitter takes a key in the meantime, the batch is retried.
+        """
+        for _ in range(self.max_conflict_retries):
+            keys = {s.idempotency_key for s in specs if s.idempotency_key is not None}
+            known = self.find_by_idempotency_keys(keys) if keys else {}
+            now = self.clock.now()
+            ids: list[str] = []
+            appends: list[Append] = []
+            for spec in specs:
+                key = spec.idempotency_key
+                if key is not None and key in known:
+                    ids.append(known[key])
+                    continue
+                job = self._new_job(spec, now, meta)
+                if key is not None:
+                    known[key] = job.id
+                ids.append(job.id)
+                appends.append(Append(job.pending, 0))
+            try:
+                self.store.append_batch(appends)
+            except DuplicateIdempotencyKey:
+                log.debug("an idempotency key was taken concurrently; submitting again")
+                continue
+            return ids
+        raise DuplicateIdempotencyKey(key="(gave up after retries)")
+
+    @staticmethod
+    def _new_job(spec: JobSpec, now: datetime, meta: Meta) -> Job:
+        return Job.submit(
+            str(uuid.uuid4()),
+            spec.job_type,
+            spec.payload,
+            now=now,
+            max_attempts=spec.max_attempts,
+            priority=spec.priority,
+            delay=spec.delay,
+            idempotency_key=spec.idempotency_key,
+            meta=meta,
+        )
+
+    def get(self, job_id: str) -> Job:
+        events = self.store.load(job_id)
+        if not events:
+            raise JobNotFound(job_id=job_id)
+        return Job.from_history(job_id, events)
+
+    def start(
+        self, job_id: str, worker_id: str, lease_seconds: float, meta: Meta = SYSTEM
+    ) -> Outcome:
+        return self.execute(
+            job_id, lambda job: job.start(worker_id, lease_seconds, now=self.clock.now(), meta=meta)
+        )
+
+    def report_progress(
+        self,
+        job_id: str,
+        attempt: int,
+        percent: int,
+        message: str | None = None,
+        meta: Meta = SYSTEM,
+    ) -> Outcome:
+        return self.execute(
+            job_id,
+            lambda job: job.report_progress(
+                attempt, percent, message, now=self.clock.now(), meta=meta
+            ),
+        )
+
+    def complete(self, job_id: str, attempt: int, result: Any, meta: Meta = SYSTEM) -> Outcome:
+        return self.execute(
+            job_id, lambda job: job.complete(attempt, result, now=self.clock.now(), meta=meta)
+        )
+
+    def fail(
+        self, job_id: str, error: JobError, attempt: int | None, meta: Meta = SYSTEM
+    ) -> Outcome:
+        return self.execute(
+            job_id,
+            lambda job: job.fail(
+                error, attempt, now=self.clock.now(), policy=self.policy, meta=meta
+            ),
+        )
+
+    def cancel(self, job_id: str, reason: str | None = None, meta: Meta = SYSTEM) -> Outcome:
+        return self.execute(job_id, lambda job: job.cancel(reason, now=self.clock.now(), meta=meta))
+
+    def execute(self, job_id: str, command: Command) -> Outcome:
+        """Run ``command`` on the current state of the job and append what it recorded."""
+        for _ in range(self.max_conflict_retries):
+            job = self.get(job_id)
+            outcome = command(job)
+            if outcome is not Outcome.RECORDED:
+                log.info("job %s is already %s; command recorded nothing", job_id, job.status)
+                return outcome
+            try:
+                self.store.append(job.pending, expected_version=job.version - len(job.pending))
+            except ConcurrencyConflict:
+                log.debug("job %s changed concurrently; running the command again", job_id)
+                continue
+            return outcome
+        raise ConcurrencyConflict(job_id=job_id, expected="(gave up after retries)")
