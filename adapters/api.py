@@ -1,0 +1,119 @@
+"""The Python API product services use: submit, cancel and read jobs.
+
+``jobtrail.connect(url)`` is the one place where the pieces are wired together (the
+engine, the event store, the read model, the domain service), cosmicpython's bootstrap.
+
+    from adapters.api import connect
+
+    trail = connect("postgresql://app@db/jobs")
+    job_id = trail.submit("shot_video_generation", {"shot": 42}, idempotency_key="shot-42")
+    trail.get(job_id)["status"]       # 'queued'
+    trail.cancel(job_id, reason="storyboard deleted")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine
+
+from adapters import database, migrate
+from adapters.config import Settings
+from adapters.job_queries import JobQueries, rebuild
+from adapters.sql_store import SqlEventStore
+from domain.errors import JobNotFound
+from domain.events import Event
+from domain.ids import parse_job_id
+from domain.job import SYSTEM, Meta, Outcome
+from domain.ports import Clock, SystemClock
+from domain.retry import RetryPolicy
+from domain.services import JobService, JobSpec
+from projections.stats import JobStats, compute
+
+
+@dataclass
+class Jobtrail:
+    engine: Engine
+    store: SqlEventStore
+    queries: JobQueries
+    service: JobService
+
+    def init_db(self) -> None:
+        """Create or upgrade the schema (idempotent)."""
+        migrate.upgrade(self.engine)
+
+    def submit(
+        self,
+        job_type: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        max_attempts: int = 3,
+        priority: int = 0,
+        delay: float = 0.0,
+        idempotency_key: str | None = None,
+        meta: Meta = SYSTEM,
+    ) -> str:
+        """Queue a job; returns its id (the known job's id for a repeated idempotency key)."""
+        spec = JobSpec(job_type, payload or {}, max_attempts, priority, delay, idempotency_key)
+        return self.service.submit(spec, meta)
+
+    def submit_many(self, specs: Sequence[JobSpec], meta: Meta = SYSTEM) -> list[str]:
+        """Queue many jobs in one transaction (all or none); ids in the order given."""
+        return self.service.submit_many(specs, meta)
+
+    def cancel(self, job_id: str, reason: str | None = None, meta: Meta = SYSTEM) -> Outcome:
+        return self.service.cancel(parse_job_id(job_id), reason, meta)
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        """The job's row in the `job` table."""
+        job_id = parse_job_id(job_id)
+        row = self.queries.get(job_id)
+        if row is None:
+            raise JobNotFound(job_id=job_id)
+        return row
+
+    def jobs(
+        self, status: str | None = None, job_type: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        return self.queries.list_jobs(status, job_type, limit)
+
+    def history(self, job_id: str) -> list[Event]:
+        """The job's events in version order."""
+        job_id = parse_job_id(job_id)
+        events = self.store.load(job_id)
+        if not events:
+            raise JobNotFound(job_id=job_id)
+        return events
+
+    def rebuild(self) -> int:
+        return rebuild(self.engine, self.store)
+
+    def stats(self) -> JobStats:
+        return compute(self.queries.stream_for_stats())
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def connect(
+    url: str | None = None,
+    *,
+    clock: Clock | None = None,
+    policy: RetryPolicy | None = None,
+) -> Jobtrail:
+    """Wire jobtrail to the database at ``url`` (default: JOBTRAIL_DATABASE_URL or SQLite).
+
+    Nothing connects until the first call that needs the database.
+    """
+    engine = database.create(url or Settings.from_env().database_url)
+    store = SqlEventStore(engine)
+    queries = JobQueries(engine)
+    service = JobService(
+        store,
+        queries.find_by_idempotency_keys,
+        clock=clock or SystemClock(),
+        policy=policy or RetryPolicy(),
+    )
+    return Jobtrail(engine, store, queries, service)

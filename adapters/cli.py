@@ -1,0 +1,275 @@
+"""The `jobtrail` command: a thin layer over `adapters.api`.
+
+Tables for people (rich), ``--json`` for scripts. Any jobtrail error becomes one line on
+stderr and exit status 1; usage errors exit 2 (argparse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from adapters.api import Jobtrail, connect
+from adapters.config import Settings
+from domain.errors import InvalidCommand, JobtrailError
+from domain.events import utc_iso
+from domain.job import Meta
+from domain.status import JobStatus
+
+PIPE_WIDTH = 160
+"""Table width when stdout is not a terminal (rich would assume 80 columns)."""
+
+
+def console() -> Console:
+    return Console(width=None if sys.stdout.isatty() else PIPE_WIDTH)
+
+
+LIST_COLUMNS = ("id", "job_type", "status", "attempt", "progress", "error_message", "created_at")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    trail = connect(args.db)
+    try:
+        handler: Callable[[Jobtrail, argparse.Namespace], int] = args.handler
+        return handler(trail, args)
+    except JobtrailError as error:
+        print(f"jobtrail: error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        trail.close()
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="jobtrail", description=__doc__.splitlines()[0])
+    root.add_argument(
+        "--db",
+        default=Settings.from_env().database_url,
+        help="database URL (env JOBTRAIL_DATABASE_URL; default %(default)s)",
+    )
+    root.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    db = commands.add_parser("db", help="database schema").add_subparsers(
+        dest="db_command", required=True, metavar="ACTION"
+    )
+    db.add_parser("init", help="create or upgrade the schema (idempotent)").set_defaults(
+        handler=cmd_db_init
+    )
+
+    submit = commands.add_parser("submit", help="queue a job; prints its id")
+    submit.add_argument("job_type", metavar="TYPE")
+    submit.add_argument("--payload", default="{}", help="a JSON object (default {})")
+    submit.add_argument("--max-attempts", type=positive_int, default=3)
+    submit.add_argument("--priority", type=int, default=0, help="higher runs first")
+    submit.add_argument("--delay", type=float, default=0.0, help="seconds before it may start")
+    submit.add_argument("--idempotency-key", help="the same key returns the same job")
+    submit.add_argument("--actor", default="cli", help="who submits (recorded in the event)")
+    submit.set_defaults(handler=cmd_submit)
+
+    jobs = commands.add_parser("jobs", help="list jobs, newest first")
+    jobs.add_argument("--status", choices=[s.value for s in JobStatus])
+    jobs.add_argument("--type", dest="job_type")
+    jobs.add_argument("--limit", type=positive_int, default=50)
+    jobs.add_argument("--json", action="store_true")
+    jobs.set_defaults(handler=cmd_jobs)
+
+    for name, handler, text in (
+        ("show", cmd_show, "one job's row"),
+        ("history", cmd_history, "one job's events in version order"),
+    ):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("job_id", metavar="JOB_ID")
+        sub.add_argument("--json", action="store_true")
+        sub.set_defaults(handler=handler)
+
+    cancel = commands.add_parser("cancel", help="cancel a queued or running job")
+    cancel.add_argument("job_id", metavar="JOB_ID")
+    cancel.add_argument("--reason")
+    cancel.add_argument("--actor", default="cli")
+    cancel.set_defaults(handler=cmd_cancel)
+
+    commands.add_parser("rebuild", help="rebuild the job table from the log").set_defaults(
+        handler=cmd_rebuild
+    )
+
+    stats = commands.add_parser("stats", help="counts, failure rate, durations")
+    stats.add_argument("--json", action="store_true")
+    stats.set_defaults(handler=cmd_stats)
+
+    demo = commands.add_parser("demo", help="a walk-through of the lifecycle on this database")
+    demo.set_defaults(handler=cmd_demo)
+    return root
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+# ------------------------------------------------------------------------ commands
+
+
+def cmd_db_init(trail: Jobtrail, args: argparse.Namespace) -> int:
+    trail.init_db()
+    print("schema is up to date", file=sys.stderr)
+    return 0
+
+
+def cmd_submit(trail: Jobtrail, args: argparse.Namespace) -> int:
+    payload = parse_payload(args.payload)
+    job_id = trail.submit(
+        args.job_type,
+        payload,
+        max_attempts=args.max_attempts,
+        priority=args.priority,
+        delay=args.delay,
+        idempotency_key=args.idempotency_key,
+        meta=Meta(actor=args.actor),
+    )
+    print(job_id)
+    return 0
+
+
+def parse_payload(text: str) -> dict[str, Any]:
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InvalidCommand(reason=f"--payload is not valid JSON ({error})") from None
+    if not isinstance(payload, dict):
+        raise InvalidCommand(reason='--payload must be a JSON object, like {"credits": 3}')
+    return payload
+
+
+def cmd_jobs(trail: Jobtrail, args: argparse.Namespace) -> int:
+    rows = trail.jobs(args.status, args.job_type, args.limit)
+    if args.json:
+        print_json(rows)
+        return 0
+    table = Table(*LIST_COLUMNS, title=f"{len(rows)} job(s)")
+    for row in rows:
+        table.add_row(*(cell(row[c]) for c in LIST_COLUMNS))
+    console().print(table)
+    return 0
+
+
+def cmd_show(trail: Jobtrail, args: argparse.Namespace) -> int:
+    row = trail.get(args.job_id)
+    if args.json:
+        print_json(row)
+        return 0
+    table = Table("column", "value", title=f"job {row['id']}", show_header=False)
+    for name, value in row.items():
+        table.add_row(name, cell(value))
+    console().print(table)
+    return 0
+
+
+def cmd_history(trail: Jobtrail, args: argparse.Namespace) -> int:
+    events = [e.envelope() for e in trail.history(args.job_id)]
+    if args.json:
+        print_json(events)
+        return 0
+    table = Table(
+        "v",
+        "position",
+        "type",
+        "occurred_at",
+        "actor",
+        "data",
+        "hash",
+        title=f"history of {args.job_id}",
+    )
+    for e in events:
+        table.add_row(
+            str(e["version"]),
+            str(e["position"]),
+            e["type"],
+            e["occurred_at"],
+            e["metadata"]["actor"],
+            json.dumps(e["data"]),
+            e["hash"][:12],
+        )
+    console().print(table)
+    return 0
+
+
+def cmd_cancel(trail: Jobtrail, args: argparse.Namespace) -> int:
+    outcome = trail.cancel(args.job_id, args.reason, Meta(actor=args.actor))
+    status = trail.get(args.job_id)["status"]
+    print(f"{args.job_id}: {outcome.value} (status {status})")
+    return 0
+
+
+def cmd_rebuild(trail: Jobtrail, args: argparse.Namespace) -> int:
+    count = trail.rebuild()
+    print(f"rebuilt the job table from the log: {count} job(s)")
+    return 0
+
+
+def cmd_stats(trail: Jobtrail, args: argparse.Namespace) -> int:
+    stats = trail.stats().as_dict()
+    if args.json:
+        print_json(stats)
+        return 0
+    table = Table("job type", *(s.value for s in JobStatus), title=f"{stats['total']} job(s)")
+    for job_type, counts in stats["by_type"].items():
+        table.add_row(job_type, *(str(counts.get(s.value, 0)) for s in JobStatus))
+    console().print(table)
+    rate = stats["failure_rate"]
+    console().print(f"failure rate: {'-' if rate is None else f'{rate:.1%}'}")
+    codes = ", ".join(f"{code} {n}" for code, n in stats["error_codes"].items()) or "-"
+    console().print(f"error codes: {codes}")
+    durations = ", ".join(
+        f"{p} {'-' if v is None else f'{v:.3f} s'}" for p, v in stats["duration_seconds"].items()
+    )
+    console().print(f"duration (created → finished): {durations}")
+    return 0
+
+
+def cmd_demo(trail: Jobtrail, args: argparse.Namespace) -> int:
+    from adapters.walkthrough import run
+
+    run(trail, console())
+    return 0
+
+
+# ------------------------------------------------------------------------ output
+
+
+def cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        return utc_iso(value)
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return str(value)
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, default=json_default, indent=2, sort_keys=False))
+
+
+def json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return utc_iso(value)
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

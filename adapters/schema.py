@@ -1,0 +1,107 @@
+"""The tables, in SQLAlchemy Core; one schema for SQLite and PostgreSQL.
+
+Migrations (``adapters/migrations``) create them; this module is what the code queries.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in, timezone-aware UTC out, on both backends.
+
+    SQLite has no time zones: values are stored as naive UTC and read back as UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def json_type(none_as_null: bool = False) -> Any:
+    return JSON(none_as_null=none_as_null).with_variant(
+        JSONB(none_as_null=none_as_null), "postgresql"
+    )
+
+
+Position = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData()
+
+job_events = Table(
+    "job_events",
+    metadata,
+    Column("position", Position, primary_key=True, autoincrement=True),
+    Column("event_id", String(36), nullable=False, unique=True),
+    Column("job_id", String(36), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("schema_version", Integer, nullable=False),
+    Column("data", json_type(), nullable=False),
+    Column("metadata", json_type(), nullable=False),
+    Column("occurred_at", UtcDateTime, nullable=False),
+    Column("recorded_at", UtcDateTime, nullable=False, server_default=func.current_timestamp()),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    UniqueConstraint("job_id", "version", name="job_events_job_id_version_key"),
+    sqlite_autoincrement=True,
+)
+
+job = Table(
+    "job",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("job_type", String(200), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("payload", json_type(none_as_null=True)),
+    Column("result", json_type(none_as_null=True)),
+    Column("error_type", String(200)),
+    Column("error_code", String(100)),
+    Column("error_message", Text),
+    Column("error_category", String(16)),
+    Column("progress", Integer, nullable=False),
+    Column("worker_id", String(200)),
+    Column("idempotency_key", String(200)),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("available_at", UtcDateTime, nullable=False),
+    Column("started_at", UtcDateTime),
+    Column("completed_at", UtcDateTime),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("version", Integer, nullable=False),
+    Index("job_idempotency_key", "idempotency_key", unique=True),
+    Index("job_status_available", "status", "priority", "available_at"),
+    Index("job_type_status", "job_type", "status"),
+)

@@ -1,0 +1,188 @@
+"""The event store on SQLAlchemy Core, for SQLite and PostgreSQL.
+
+An append writes the job's row in the `job` projection and the events in one
+transaction. The row update doubles as the optimistic concurrency check
+(``WHERE version = expected``); the unique ``(job_id, version)`` constraint backs it up.
+
+Gap-free reading: positions are handed out under a lock held until commit (on PostgreSQL
+a transaction-scoped advisory lock, on SQLite the database write lock), so positions
+become visible in the order they were assigned and "everything after position P" never
+skips an event that commits later. See docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from typing import Any
+
+from sqlalchemy import Connection, Engine, RowMapping, func, insert, select, update
+from sqlalchemy import exc as sa_exc
+
+from adapters.database import WRITE, is_postgres, translated_errors
+from adapters.schema import job, job_events
+from domain.errors import ConcurrencyConflict, DuplicateIdempotencyKey, InvalidCommand
+from domain.events import Event, event_from_record
+from domain.ports import Append, EventStore
+from projections.job_table import assignments, fold
+
+log = logging.getLogger(__name__)
+
+APPEND_LOCK_KEY = 0x6A6F6274  # "jobt": the advisory lock that orders positions
+
+_EVENT_COLUMNS = (
+    job_events.c.position,
+    job_events.c.event_id,
+    job_events.c.job_id,
+    job_events.c.version,
+    job_events.c.type,
+    job_events.c.data,
+    job_events.c["metadata"],
+    job_events.c.occurred_at,
+    job_events.c.prev_hash,
+    job_events.c.hash,
+)
+
+
+class SqlEventStore(EventStore):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # ------------------------------------------------------------------ writes
+
+    def append_batch(self, appends: Sequence[Append]) -> list[Event]:
+        appends = [a for a in appends if a.events]
+        if not appends:
+            return []
+        for item in appends:
+            _check_append(item)
+        with translated_errors(), self.engine.connect().execution_options(**WRITE) as conn:
+            with conn.begin():
+                _insert_new_rows(conn, [a.events for a in appends if a.expected_version == 0])
+                # Rows are locked in id order so that two batches never deadlock.
+                for item in sorted(appends, key=lambda a: a.events[0].job_id):
+                    if item.expected_version:
+                        _update_row(conn, item)
+                events = [e for a in appends for e in a.events]
+                positions = _insert_events(conn, events)
+            return [replace(e, position=p) for e, p in zip(events, positions, strict=True)]
+
+    # ------------------------------------------------------------------ reads
+
+    def load(self, job_id: str) -> list[Event]:
+        query = (
+            select(*_EVENT_COLUMNS)
+            .where(job_events.c.job_id == job_id)
+            .order_by(job_events.c.version)
+        )
+        with translated_errors(), self.engine.connect() as conn:
+            return [to_event(row) for row in conn.execute(query).mappings()]
+
+    def read_after(self, position: int, limit: int = 1000) -> list[Event]:
+        query = (
+            select(*_EVENT_COLUMNS)
+            .where(job_events.c.position > position)
+            .order_by(job_events.c.position)
+            .limit(limit)
+        )
+        with translated_errors(), self.engine.connect() as conn:
+            return [to_event(row) for row in conn.execute(query).mappings()]
+
+    def stream_by_job(self, conn: Connection) -> Iterator[Event]:
+        """Every event, grouped by job in version order, streamed (for rebuilds)."""
+        query = (
+            select(*_EVENT_COLUMNS)
+            .order_by(job_events.c.job_id, job_events.c.version)
+            .execution_options(stream_results=True, yield_per=5000)
+        )
+        result = conn.execute(query)
+        for row in result.mappings():
+            yield to_event(row)
+
+
+def lock_appends(conn: Connection) -> None:
+    """Take the lock that orders positions, until ``conn``'s transaction ends."""
+    if is_postgres(conn):
+        conn.execute(select(func.pg_advisory_xact_lock(APPEND_LOCK_KEY)))
+
+
+def to_event(row: RowMapping) -> Event:
+    return event_from_record(
+        type=row["type"],
+        data=row["data"],
+        metadata=row["metadata"],
+        job_id=row["job_id"],
+        version=row["version"],
+        event_id=row["event_id"],
+        occurred_at=row["occurred_at"],
+        prev_hash=row["prev_hash"],
+        hash=row["hash"],
+        position=row["position"],
+    )
+
+
+def _check_append(item: Append) -> None:
+    first = item.expected_version + 1
+    if {e.job_id for e in item.events} != {item.events[0].job_id} or [
+        e.version for e in item.events
+    ] != list(range(first, first + len(item.events))):
+        raise InvalidCommand(reason="an append takes one job's next events, in version order")
+
+
+def _insert_new_rows(conn: Connection, new_jobs: list[Sequence[Event]]) -> None:
+    """The `job` rows of new jobs; a reused id or idempotency key fails the whole batch."""
+    if not new_jobs:
+        return
+    try:
+        with conn.begin_nested():
+            conn.execute(insert(job), [fold(events) for events in new_jobs])
+    except sa_exc.IntegrityError as error:
+        if "idempotency_key" in str(error.orig):
+            keys = [getattr(events[0], "idempotency_key", None) for events in new_jobs]
+            raise DuplicateIdempotencyKey(key=", ".join(k for k in keys if k)) from error
+        raise ConcurrencyConflict(job_id=new_jobs[0][0].job_id, expected=0) from error
+
+
+def _update_row(conn: Connection, item: Append) -> None:
+    """Project the events onto the job's row; the version check is the optimistic lock."""
+    job_id = item.events[0].job_id
+    changes: dict[str, Any] = {}
+    for event in item.events:
+        changes.update(assignments(event))
+    updated = conn.execute(
+        update(job)
+        .where(job.c.id == job_id, job.c.version == item.expected_version)
+        .values(changes)
+    )
+    if updated.rowcount != 1:
+        raise ConcurrencyConflict(job_id=job_id, expected=item.expected_version)
+
+
+def _insert_events(conn: Connection, events: Sequence[Event]) -> list[int]:
+    lock_appends(conn)
+    rows = [
+        {
+            "event_id": e.event_id,
+            "job_id": e.job_id,
+            "version": e.version,
+            "type": e.type,
+            "schema_version": e.schema_version,
+            "data": e.data(),
+            "metadata": e.metadata(),
+            "occurred_at": e.occurred_at,
+            "prev_hash": e.prev_hash,
+            "hash": e.hash,
+        }
+        for e in events
+    ]
+    try:
+        result = conn.execute(
+            insert(job_events).returning(job_events.c.position, sort_by_parameter_order=True),
+            rows,
+        )
+    except sa_exc.IntegrityError as error:
+        raise ConcurrencyConflict(
+            job_id=events[0].job_id, expected=events[0].version - 1
+        ) from error
+    return [position for (position,) in result]

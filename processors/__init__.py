@@ -1,0 +1,1 @@
+"""Processors and the worker runtime that runs them (see the worker milestone)."""
