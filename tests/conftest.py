@@ -1,0 +1,112 @@
+"""Fixtures: a fresh database per test, on SQLite (a file) and on PostgreSQL.
+
+PostgreSQL comes from JOBTRAIL_TEST_POSTGRES_URL (default: the local server, user
+postgres). A template database is migrated once per run and each test gets a copy of it.
+When the server cannot be reached the PostgreSQL tests are skipped, unless
+JOBTRAIL_REQUIRE_POSTGRES=1 (CI), where that is an error.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from adapters.api import Jobtrail, connect
+
+ADMIN_URL = os.environ.get(
+    "JOBTRAIL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+REQUIRED = os.environ.get("JOBTRAIL_REQUIRE_POSTGRES") == "1"
+RUN_ID = uuid.uuid4().hex[:8]
+
+
+def _admin() -> psycopg.Connection:
+    return psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5)
+
+
+def _url_for(database: str) -> str:
+    return psycopg.conninfo.make_conninfo(ADMIN_URL, dbname=database)
+
+
+def database_url(conninfo: str) -> str:
+    """A SQLAlchemy URL for a libpq conninfo string or URL."""
+    params = psycopg.conninfo.conninfo_to_dict(conninfo)
+    user = params.get("user", "postgres")
+    password = f":{params['password']}" if params.get("password") else ""
+    host = params.get("host", "127.0.0.1")
+    port = params.get("port", 5432)
+    return f"postgresql://{user}{password}@{host}:{port}/{params['dbname']}"
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    """The name of a migrated database that tests copy."""
+    try:
+        admin = _admin()
+    except psycopg.OperationalError as error:
+        message = f"PostgreSQL is not reachable at {ADMIN_URL}: {error}"
+        if REQUIRED:
+            pytest.fail(message)
+        pytest.skip(message)
+    name = f"jobtrail_tmpl_{RUN_ID}"
+    admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    trail = connect(database_url(_url_for(name)))
+    trail.init_db()
+    trail.close()
+    yield name
+    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    admin.close()
+
+
+@pytest.fixture
+def postgres_url(postgres_template: str) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for one test."""
+    name = f"jobtrail_t_{RUN_ID}_{uuid.uuid4().hex[:8]}"
+    with _admin() as admin:
+        admin.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(postgres_template)
+            )
+        )
+    yield database_url(_url_for(name))
+    with _admin() as admin:
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'jobtrail.db'}"
+    trail = connect(url)
+    trail.init_db()
+    trail.close()
+    return url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def backend_url(request: pytest.FixtureRequest) -> str:
+    """The URL of a fresh, migrated database on each backend."""
+    name = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    url: str = request.getfixturevalue(name)
+    return url
+
+
+@pytest.fixture
+def trail(backend_url: str) -> Iterator[Jobtrail]:
+    trail = connect(backend_url)
+    yield trail
+    trail.close()
+
+
+@pytest.fixture
+def pg_trail(postgres_url: str) -> Iterator[Jobtrail]:
+    trail = connect(postgres_url)
+    yield trail
+    trail.close()
