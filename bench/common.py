@@ -1,0 +1,171 @@
+"""What the benchmarks share: throwaway databases, timing, percentiles, printing."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import psycopg
+from psycopg import sql
+from sqlalchemy import URL
+
+from adapters.api import Jobtrail, connect
+
+ADMIN_URL_ENV = "JOBTRAIL_BENCH_POSTGRES_URL"
+DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+T = TypeVar("T")
+
+Probe = Callable[[], float]
+"""Performs one operation and returns the seconds its measured part took."""
+
+
+@dataclass(frozen=True)
+class PostgresDatabase:
+    """A throwaway database: its libpq conninfo (for raw psycopg) and SQLAlchemy URL."""
+
+    name: str
+    conninfo: str
+
+    @property
+    def url(self) -> str:
+        """The URL jobtrail's `connect` takes."""
+        params = {k: str(v) for k, v in psycopg.conninfo.conninfo_to_dict(self.conninfo).items()}
+        return URL.create(
+            "postgresql",
+            username=params.get("user", "postgres"),
+            password=params.get("password"),
+            host=params.get("host", "127.0.0.1"),
+            port=int(params["port"]) if "port" in params else None,
+            database=self.name,
+        ).render_as_string(hide_password=False)
+
+
+def admin_url() -> str:
+    return os.environ.get(ADMIN_URL_ENV, DEFAULT_ADMIN_URL)
+
+
+def _admin_execute(statement: sql.Composed) -> None:
+    with psycopg.connect(admin_url(), autocommit=True, connect_timeout=5) as admin:
+        admin.execute(statement)
+
+
+@contextlib.contextmanager
+def temp_postgres() -> Iterator[PostgresDatabase]:
+    """A new PostgreSQL database ``jobtrail_bench_<random>``, dropped (FORCE) on exit."""
+    name = f"jobtrail_bench_{uuid.uuid4().hex[:12]}"
+    _admin_execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield PostgresDatabase(name, psycopg.conninfo.make_conninfo(admin_url(), dbname=name))
+    finally:
+        _admin_execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+@contextlib.contextmanager
+def temp_sqlite() -> Iterator[Path]:
+    """The path of a SQLite file in a temporary directory, removed (with WAL files) on exit."""
+    with tempfile.TemporaryDirectory(prefix="jobtrail_bench_") as directory:
+        yield Path(directory) / "jobtrail.db"
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+@contextlib.contextmanager
+def open_trail(url: str) -> Iterator[Jobtrail]:
+    """jobtrail connected to ``url`` with its schema created; closed on exit."""
+    trail = connect(url)
+    try:
+        trail.init_db()
+        yield trail
+    finally:
+        trail.close()
+
+
+# ---------------------------------------------------------------------- timing
+
+
+def measure(operation: Callable[[], T]) -> tuple[T, float]:
+    """What ``operation()`` returned, and the seconds it took."""
+    start = time.perf_counter()
+    result = operation()
+    return result, time.perf_counter() - start
+
+
+def timed(operation: Callable[[], object]) -> float:
+    """Seconds ``operation()`` took."""
+    return measure(operation)[1]
+
+
+def run_interleaved(
+    probes: Sequence[Probe], count: int, *, block: int = 100, warmup: int = 0
+) -> list[list[float]]:
+    """``count`` samples of each probe, alternating blocks of ``block`` calls.
+
+    Alternating spreads background noise (other processes on a 2-core machine, WAL
+    checkpoints) evenly over the runs being compared. ``warmup`` calls of each probe
+    run first and are not recorded.
+    """
+    for probe in probes:
+        for _ in range(warmup):
+            probe()
+    samples: list[list[float]] = [[] for _ in probes]
+    done = 0
+    while done < count:
+        size = min(block, count - done)
+        for probe, recorded in zip(probes, samples, strict=True):
+            recorded.extend(probe() for _ in range(size))
+        done += size
+    return samples
+
+
+# ---------------------------------------------------------------------- statistics
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The ``p``-th percentile (0-100) by linear interpolation between closest ranks."""
+    if not values:
+        raise ValueError("percentile of no values")
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * p / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def ratio(value: float, reference: float) -> str:
+    """``value / reference`` as ``"1.23x"``."""
+    return f"{value / reference:.2f}x" if reference else "n/a"
+
+
+def rate(count: int, seconds: float) -> float:
+    return count / seconds if seconds > 0 else math.inf
+
+
+# ---------------------------------------------------------------------- output
+
+
+def heading(title: str) -> None:
+    print()
+    print(title)
+    print("-" * len(title))
+
+
+def row(label: str, value: str, note: str = "") -> None:
+    print(f"  {label:<50} {value:>17}  {note}".rstrip())
+
+
+def machine_load(when: str) -> None:
+    """Cores and load average: other work on the machine skews every figure printed."""
+    one, five, _ = os.getloadavg()
+    print(f"[{when}: {os.cpu_count()} cores, load average {one:.2f} (1 min), {five:.2f} (5 min)]")
