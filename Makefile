@@ -13,7 +13,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/python -m adapters.walkthrough
+	$(BIN)/jobtrail demo
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check domain adapters processors projections tests bench

@@ -48,6 +48,10 @@ def create(url: str, **kwargs: Any) -> Engine:
     if parsed.get_backend_name() != "postgresql":
         raise DatabaseUnavailable(reason=f"unsupported database {parsed.get_backend_name()!r}")
     kwargs.setdefault("pool_pre_ping", True)
+    # Many-row inserts go to psycopg's executemany (pipeline mode, one prepared
+    # statement) rather than SQLAlchemy's multi-VALUES statements, which psycopg
+    # re-parses for every batch.
+    kwargs.setdefault("use_insertmanyvalues", False)
     kwargs.setdefault("pool_size", 20)
     kwargs.setdefault("max_overflow", 20)
     return create_engine(parsed, connect_args={"connect_timeout": 5}, **kwargs)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import Connection, Engine, RowMapping, func, insert, select, update
@@ -51,22 +50,23 @@ class SqlEventStore(EventStore):
 
     # ------------------------------------------------------------------ writes
 
-    def append_batch(self, appends: Sequence[Append]) -> list[Event]:
+    def append_batch(self, appends: Sequence[Append]) -> None:
         appends = [a for a in appends if a.events]
         if not appends:
-            return []
+            return
         for item in appends:
             _check_append(item)
-        with translated_errors(), self.engine.connect().execution_options(**WRITE) as conn:
-            with conn.begin():
-                _insert_new_rows(conn, [a.events for a in appends if a.expected_version == 0])
-                # Rows are locked in id order so that two batches never deadlock.
-                for item in sorted(appends, key=lambda a: a.events[0].job_id):
-                    if item.expected_version:
-                        _update_row(conn, item)
-                events = [e for a in appends for e in a.events]
-                positions = _insert_events(conn, events)
-            return [replace(e, position=p) for e, p in zip(events, positions, strict=True)]
+        with (
+            translated_errors(),
+            self.engine.connect().execution_options(**WRITE) as conn,
+            conn.begin(),
+        ):
+            _insert_new_rows(conn, [a.events for a in appends if a.expected_version == 0])
+            # Rows are locked in id order so that two batches never deadlock.
+            for item in sorted(appends, key=lambda a: a.events[0].job_id):
+                if item.expected_version:
+                    _update_row(conn, item)
+            _insert_events(conn, [e for a in appends for e in a.events])
 
     # ------------------------------------------------------------------ reads
 
@@ -159,7 +159,8 @@ def _update_row(conn: Connection, item: Append) -> None:
         raise ConcurrencyConflict(job_id=job_id, expected=item.expected_version)
 
 
-def _insert_events(conn: Connection, events: Sequence[Event]) -> list[int]:
+def _insert_events(conn: Connection, events: Sequence[Event]) -> None:
+    """Insert under the append lock, taken as late as possible (it is held until commit)."""
     lock_appends(conn)
     rows = [
         {
@@ -177,12 +178,7 @@ def _insert_events(conn: Connection, events: Sequence[Event]) -> list[int]:
         for e in events
     ]
     try:
-        result = conn.execute(
-            insert(job_events).returning(job_events.c.position, sort_by_parameter_order=True),
-            rows,
-        )
+        conn.execute(insert(job_events), rows)
     except sa_exc.IntegrityError as error:
-        raise ConcurrencyConflict(
-            job_id=events[0].job_id, expected=events[0].version - 1
-        ) from error
-    return [position for (position,) in result]
+        first = events[0]
+        raise ConcurrencyConflict(job_id=first.job_id, expected=first.version - 1) from error

@@ -43,15 +43,14 @@ def run(trail: Jobtrail, out: Console) -> None:
 
     cancelled = trail.submit("asset_image_generation", {"asset": 8})
     trail.cancel(cancelled, "asset deleted", Meta(actor="demo-user"))
-    try:
-        service.start(cancelled, "worker-demo", 30, WORKER)
-    except CommandRejected as error:  # pragma: no cover - a finished job is an outcome
-        out.print(f"refused: {error}")
+    late = service.start(cancelled, "worker-demo", 30, WORKER)
+    out.print(
+        f"[magenta]cancelled[/]  {cancelled}: cancelled while queued (a late start: {late.value})"
+    )
     try:
         service.complete(trail.submit("shot_video_generation", {}), 1, {}, WORKER)
     except CommandRejected as error:
         out.print(f"[yellow]refused[/]    completing a queued job: {error}")
-    out.print(f"[magenta]cancelled[/]  {cancelled}: cancelled while queued")
 
     rows = {row["id"]: row for row in trail.jobs(limit=1000)}
     table = Table(

@@ -88,8 +88,15 @@ class Event:
         return hashlib.sha256(self.canonical().encode()).hexdigest()
 
     def sealed(self) -> Self:
-        """This event with its hash filled in."""
+        """A copy of this event with its hash computed."""
         return replace(self, hash=self.compute_hash())
+
+    @classmethod
+    def new(cls, **fields: Any) -> Self:
+        """A fresh event with its hash computed (the hash is set before anyone sees it)."""
+        event = cls(**fields)
+        object.__setattr__(event, "hash", event.compute_hash())
+        return event
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -270,8 +277,14 @@ def event_from_record(
 _BASE_FIELDS = frozenset(f.name for f in fields(Event))
 
 
-def _own_fields(cls: type[Event]) -> list[Any]:
-    return [f for f in fields(cls) if f.name not in _BASE_FIELDS]
+_OWN_FIELDS: dict[type[Event], tuple[Any, ...]] = {}
+
+
+def _own_fields(cls: type[Event]) -> tuple[Any, ...]:
+    """The fields a subclass adds to the envelope (cached: this is on the hot path)."""
+    if cls not in _OWN_FIELDS:
+        _OWN_FIELDS[cls] = tuple(f for f in fields(cls) if f.name not in _BASE_FIELDS)
+    return _OWN_FIELDS[cls]
 
 
 def _to_json(value: Any) -> Any:

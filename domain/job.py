@@ -1,9 +1,9 @@
 """The Job aggregate: commands check, events apply.
 
-A command looks at the job, decides, and records events through `_record`, which fires
+A command looks at the job, decides, and records an event through `_record`, which fires
 the event's trigger on the one Machine and assigns the event's fields. Rebuilding a job
-from its history (`Job.from_history`) goes through the same `apply` and never re-runs a
-command's checks.
+from its history (`Job.from_history`) only assigns: `apply` reads the destination off the
+same Machine's transitions and never re-runs a command's checks.
 """
 
 from __future__ import annotations
@@ -105,8 +105,11 @@ class Job:
         return job
 
     def apply(self, event: Event) -> None:
-        """Move along the event's transition and assign its fields; no business checks."""
-        lifecycle.fire(self, event.trigger)
+        """Replay: move along the event's transition and assign its fields; no checks."""
+        self.status = lifecycle.next_status(self.status, event.trigger)
+        self._assign(event)
+
+    def _assign(self, event: Event) -> None:
         for name, value in event.changes().items():
             setattr(self, name, value)
         self.version = event.version
@@ -268,7 +271,7 @@ class Job:
             )
 
     def _record(self, cls: type[Event], now: datetime, meta: Meta, **fields: Any) -> Outcome:
-        event = cls(
+        event = cls.new(
             job_id=self.id,
             version=self.version + 1,
             occurred_at=now,
@@ -276,7 +279,8 @@ class Job:
             correlation_id=meta.correlation_id,
             prev_hash=self.last_hash,
             **fields,
-        ).sealed()
-        self.apply(event)
+        )
+        lifecycle.fire(self, event.trigger)  # the one Machine moves the job
+        self._assign(event)
         self.pending.append(event)
         return Outcome.RECORDED

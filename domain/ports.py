@@ -24,17 +24,20 @@ class EventStore(abc.ABC):
     append, and translate their driver's errors into jobtrail's own.
     """
 
-    def append(self, events: Sequence[Event], expected_version: int) -> list[Event]:
-        """Append one job's new events after ``expected_version``; returns them positioned.
+    def append(self, events: Sequence[Event], expected_version: int) -> None:
+        """Append one job's new events after ``expected_version``.
 
         Raises `ConcurrencyConflict` when the job is no longer at ``expected_version``,
         and `DuplicateIdempotencyKey` when a new job reuses a key.
         """
-        return self.append_batch([Append(events, expected_version)])
+        self.append_batch([Append(events, expected_version)])
 
     @abc.abstractmethod
-    def append_batch(self, appends: Sequence[Append]) -> list[Event]:
-        """Several jobs' appends in one transaction: all of them, or none."""
+    def append_batch(self, appends: Sequence[Append]) -> None:
+        """Several jobs' appends in one transaction: all of them, or none.
+
+        Positions are assigned by the store; read them back with `load` or `read_after`.
+        """
 
     @abc.abstractmethod
     def load(self, job_id: str) -> list[Event]:

@@ -44,7 +44,7 @@ class InMemoryEventStore(EventStore):
         self.conflicts_to_inject = 0
         self.before_next_append: Callable[[], None] | None = None
 
-    def append_batch(self, appends: Sequence[Append]) -> list[Event]:
+    def append_batch(self, appends: Sequence[Append]) -> None:
         self.batches += 1
         if self.before_next_append is not None:
             hook, self.before_next_append = self.before_next_append, None
@@ -55,7 +55,7 @@ class InMemoryEventStore(EventStore):
             raise ConcurrencyConflict(
                 job_id=first.events[0].job_id, expected=first.expected_version
             )
-        return self.commit(appends)
+        self.commit(appends)
 
     def commit(self, appends: Sequence[Append]) -> list[Event]:
         """All appends or none, with the version and idempotency-key checks."""
