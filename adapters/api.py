@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 from adapters import database, migrate
 from adapters.config import Settings
 from adapters.job_queries import JobQueries, rebuild
+from adapters.sql_queue import SqlJobQueue
 from adapters.sql_store import SqlEventStore
 from domain.errors import JobNotFound
 from domain.events import Event
@@ -30,6 +31,9 @@ from domain.job import SYSTEM, Meta, Outcome
 from domain.ports import Clock, SystemClock
 from domain.retry import RetryPolicy
 from domain.services import JobService, JobSpec
+from processors.reaper import Reaper
+from processors.registry import Registry, default_registry
+from processors.worker import Worker, WorkerSettings
 from projections.stats import JobStats, compute
 
 
@@ -39,6 +43,26 @@ class Jobtrail:
     store: SqlEventStore
     queries: JobQueries
     service: JobService
+    queue: SqlJobQueue
+
+    def worker(
+        self,
+        settings: WorkerSettings | None = None,
+        registry: Registry | None = None,
+        **kwargs: Any,
+    ) -> Worker:
+        """A worker running the given processors (default: the sample processors)."""
+        return Worker(
+            self.service,
+            self.queue,
+            registry or default_registry(),
+            settings,
+            clock=self.service.clock,
+            **kwargs,
+        )
+
+    def reaper(self) -> Reaper:
+        return Reaper(self.service, self.queue, self.service.clock)
 
     def init_db(self) -> None:
         """Create or upgrade the schema (idempotent)."""
@@ -108,12 +132,10 @@ def connect(
     Nothing connects until the first call that needs the database.
     """
     engine = database.create(url or Settings.from_env().database_url)
+    clock = clock or SystemClock()
     store = SqlEventStore(engine)
     queries = JobQueries(engine)
     service = JobService(
-        store,
-        queries.find_by_idempotency_keys,
-        clock=clock or SystemClock(),
-        policy=policy or RetryPolicy(),
+        store, queries.find_by_idempotency_keys, clock=clock, policy=policy or RetryPolicy()
     )
-    return Jobtrail(engine, store, queries, service)
+    return Jobtrail(engine, store, queries, service, SqlJobQueue(engine, clock))

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -23,6 +25,7 @@ from domain.errors import InvalidCommand, JobtrailError
 from domain.events import utc_iso
 from domain.job import Meta
 from domain.status import JobStatus
+from processors.worker import WorkerSettings
 
 PIPE_WIDTH = 160
 """Table width when stdout is not a terminal (rich would assume 80 columns)."""
@@ -37,10 +40,12 @@ LIST_COLUMNS = ("id", "job_type", "status", "attempt", "progress", "error_messag
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    quiet = logging.INFO if args.command in ("worker", "reap") else logging.WARNING
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
+        level=logging.DEBUG if args.verbose else quiet,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("transitions").setLevel(logging.WARNING)
     trail = connect(args.db)
     try:
         handler: Callable[[Jobtrail, argparse.Namespace], int] = args.handler
@@ -109,9 +114,44 @@ def parser() -> argparse.ArgumentParser:
     stats.add_argument("--json", action="store_true")
     stats.set_defaults(handler=cmd_stats)
 
-    demo = commands.add_parser("demo", help="a walk-through of the lifecycle on this database")
+    worker = commands.add_parser("worker", help="run processors until stopped (SIGTERM/SIGINT)")
+    worker.add_argument("--concurrency", type=positive_int, default=4)
+    worker.add_argument("--lease", type=positive_float, default=30.0, help="seconds")
+    worker.add_argument("--heartbeat", type=positive_float, default=10.0, help="seconds")
+    worker.add_argument("--types", type=job_types, help="comma-separated job types to run")
+    worker.add_argument(
+        "--until-empty",
+        action="store_true",
+        help="exit when nothing runs and nothing is due within a minute",
+    )
+    worker.add_argument("--max-jobs", type=positive_int, help="exit after claiming this many")
+    worker.add_argument(
+        "--grace", type=float, default=10.0, help="seconds running jobs get to finish after SIGTERM"
+    )
+    worker.set_defaults(handler=cmd_worker)
+
+    reap = commands.add_parser("reap", help="fail jobs whose lease expired")
+    reap.add_argument("--once", action="store_true", help="one pass, then exit")
+    reap.add_argument("--interval", type=positive_float, default=1.0, help="seconds")
+    reap.set_defaults(handler=cmd_reap)
+
+    demo = commands.add_parser("demo", help="a mixed batch of jobs run by workers, end to end")
     demo.set_defaults(handler=cmd_demo)
     return root
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {value}")
+    return value
+
+
+def job_types(text: str) -> frozenset[str]:
+    types = frozenset(t.strip() for t in text.split(",") if t.strip())
+    if not types:
+        raise argparse.ArgumentTypeError("name at least one job type")
+    return types
 
 
 def positive_int(text: str) -> int:
@@ -241,8 +281,56 @@ def cmd_stats(trail: Jobtrail, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(trail: Jobtrail, args: argparse.Namespace) -> int:
+    settings = WorkerSettings(
+        concurrency=args.concurrency,
+        lease_seconds=args.lease,
+        heartbeat_seconds=min(args.heartbeat, args.lease / 2),
+        job_types=args.types,
+        until_empty=args.until_empty,
+        max_jobs=args.max_jobs,
+        grace_seconds=args.grace,
+    )
+    worker = trail.worker(settings)
+    stop_on_signals(worker.stop)
+    stats = worker.run()
+    print(
+        f"claimed {stats.claimed}, completed {stats.completed}, failed {stats.failed}, "
+        f"retries scheduled {stats.retried}, reaped {stats.reaped}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_reap(trail: Jobtrail, args: argparse.Namespace) -> int:
+    reaper = trail.reaper()
+    stopping = threading.Event()
+    stop_on_signals(stopping.set)
+    total = reaper.reap_once()
+    while not args.once and not stopping.wait(args.interval):
+        total += reaper.reap_once()
+    print(f"reaped {total} job(s)", file=sys.stderr)
+    return 0
+
+
+def stop_on_signals(stop: Callable[[], None]) -> None:
+    """SIGTERM or SIGINT: stop gracefully; a second one: exit at once."""
+    seen = 0
+
+    def handle(signum: int, _frame: object) -> None:
+        nonlocal seen
+        seen += 1
+        if seen > 1:
+            raise SystemExit(128 + signum)
+        logging.getLogger("jobtrail").warning("%s: stopping", signal.Signals(signum).name)
+        stop()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
 def cmd_demo(trail: Jobtrail, args: argparse.Namespace) -> int:
-    from adapters.walkthrough import run
+    from adapters.demo import run
 
     run(trail, console())
     return 0

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
 from adapters.database import WRITE, translated_errors
@@ -13,10 +14,20 @@ from adapters.database import WRITE, translated_errors
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
-def upgrade(engine: Engine) -> None:
-    """Bring the database to the newest schema, creating it on first use."""
+def _config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def head() -> str | None:
+    """The newest schema revision this version of jobtrail knows."""
+    return ScriptDirectory.from_config(_config()).get_current_head()
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the database to the newest schema, creating it on first use."""
+    config = _config()
     with translated_errors(), engine.connect().execution_options(**WRITE) as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")

@@ -105,3 +105,14 @@ job = Table(
     Index("job_status_available", "status", "priority", "available_at"),
     Index("job_type_status", "job_type", "status"),
 )
+
+job_lease = Table(
+    "job_lease",
+    metadata,
+    Column("job_id", String(36), primary_key=True),
+    Column("attempt", Integer, nullable=False),
+    Column("worker_id", String(200), nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Index("job_lease_expires_at", "expires_at"),
+)
+"""Who holds a running job until when; renewed by heartbeats, not by events."""

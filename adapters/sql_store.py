@@ -13,21 +13,24 @@ skips an event that commits later. See docs/architecture.md.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, RowMapping, func, insert, select, update
+from sqlalchemy import Connection, Engine, RowMapping, delete, func, insert, select, update
 from sqlalchemy import exc as sa_exc
 
 from adapters.database import WRITE, is_postgres, translated_errors
-from adapters.schema import job, job_events
+from adapters.schema import job, job_events, job_lease
 from domain.errors import ConcurrencyConflict, DuplicateIdempotencyKey, InvalidCommand
-from domain.events import Event, event_from_record
+from domain.events import Event, JobStarted, event_from_record
+from domain.lifecycle import status_after
 from domain.ports import Append, EventStore
+from domain.status import JobStatus
 from projections.job_table import assignments, fold
 
 log = logging.getLogger(__name__)
 
+PROCESSING = JobStatus.PROCESSING
 APPEND_LOCK_KEY = 0x6A6F6274  # "jobt": the advisory lock that orders positions
 
 _EVENT_COLUMNS = (
@@ -51,22 +54,12 @@ class SqlEventStore(EventStore):
     # ------------------------------------------------------------------ writes
 
     def append_batch(self, appends: Sequence[Append]) -> None:
-        appends = [a for a in appends if a.events]
-        if not appends:
-            return
-        for item in appends:
-            _check_append(item)
         with (
             translated_errors(),
             self.engine.connect().execution_options(**WRITE) as conn,
             conn.begin(),
         ):
-            _insert_new_rows(conn, [a.events for a in appends if a.expected_version == 0])
-            # Rows are locked in id order so that two batches never deadlock.
-            for item in sorted(appends, key=lambda a: a.events[0].job_id):
-                if item.expected_version:
-                    _update_row(conn, item)
-            _insert_events(conn, [e for a in appends for e in a.events])
+            write_appends(conn, appends)
 
     # ------------------------------------------------------------------ reads
 
@@ -78,6 +71,10 @@ class SqlEventStore(EventStore):
         )
         with translated_errors(), self.engine.connect() as conn:
             return [to_event(row) for row in conn.execute(query).mappings()]
+
+    def load_many(self, job_ids: Collection[str]) -> dict[str, list[Event]]:
+        with translated_errors(), self.engine.connect() as conn:
+            return load_many(conn, job_ids)
 
     def read_after(self, position: int, limit: int = 1000) -> list[Event]:
         query = (
@@ -99,6 +96,37 @@ class SqlEventStore(EventStore):
         result = conn.execute(query)
         for row in result.mappings():
             yield to_event(row)
+
+
+def write_appends(conn: Connection, appends: Sequence[Append]) -> None:
+    """Several jobs' appends inside ``conn``'s transaction: rows, leases, then events."""
+    appends = [a for a in appends if a.events]
+    if not appends:
+        return
+    for item in appends:
+        _check_append(item)
+    _insert_new_rows(conn, [a.events for a in appends if a.expected_version == 0])
+    # Rows are locked in id order so that two batches never deadlock.
+    for item in sorted(appends, key=lambda a: a.events[0].job_id):
+        if item.expected_version:
+            _update_row(conn, item)
+    _sync_leases(conn, [a.events[-1] for a in appends])
+    _insert_events(conn, [e for a in appends for e in a.events])
+
+
+def load_many(conn: Connection, job_ids: Collection[str]) -> dict[str, list[Event]]:
+    """Several jobs' events in version order, by job id, in one query."""
+    histories: dict[str, list[Event]] = {}
+    if not job_ids:
+        return histories
+    query = (
+        select(*_EVENT_COLUMNS)
+        .where(job_events.c.job_id.in_(list(job_ids)))
+        .order_by(job_events.c.job_id, job_events.c.version)
+    )
+    for row in conn.execute(query).mappings():
+        histories.setdefault(row["job_id"], []).append(to_event(row))
+    return histories
 
 
 def lock_appends(conn: Connection) -> None:
@@ -157,6 +185,28 @@ def _update_row(conn: Connection, item: Append) -> None:
     )
     if updated.rowcount != 1:
         raise ConcurrencyConflict(job_id=job_id, expected=item.expected_version)
+
+
+def _sync_leases(conn: Connection, last_events: Sequence[Event]) -> None:
+    """A `JobStarted` creates the attempt's lease; leaving ``processing`` removes it."""
+    started = [e for e in last_events if isinstance(e, JobStarted)]
+    left = [e.job_id for e in last_events if status_after(e.trigger) not in (None, PROCESSING)]
+    gone = left + [e.job_id for e in started]
+    if gone:
+        conn.execute(delete(job_lease).where(job_lease.c.job_id.in_(gone)))
+    if started:
+        conn.execute(
+            insert(job_lease),
+            [
+                {
+                    "job_id": e.job_id,
+                    "attempt": e.attempt,
+                    "worker_id": e.worker_id,
+                    "expires_at": e.lease_expires_at,
+                }
+                for e in started
+            ],
+        )
 
 
 def _insert_events(conn: Connection, events: Sequence[Event]) -> None:

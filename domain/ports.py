@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import NamedTuple
 
 from domain.events import Event
+from domain.job import Job, Outcome
 
 
 class Append(NamedTuple):
@@ -43,6 +44,11 @@ class EventStore(abc.ABC):
     def load(self, job_id: str) -> list[Event]:
         """One job's events in version order (empty for an unknown job)."""
 
+    def load_many(self, job_ids: Collection[str]) -> dict[str, list[Event]]:
+        """Several jobs' events, by job id (unknown jobs are left out)."""
+        found = {job_id: self.load(job_id) for job_id in job_ids}
+        return {job_id: events for job_id, events in found.items() if events}
+
     @abc.abstractmethod
     def read_after(self, position: int, limit: int = 1000) -> list[Event]:
         """Up to ``limit`` events with a position greater than ``position``, in order.
@@ -57,6 +63,47 @@ class EventStore(abc.ABC):
         while events := self.read_after(position, batch):
             yield from events
             position = events[-1].position or position
+
+
+class Lease(NamedTuple):
+    """A worker's hold on one attempt of a job."""
+
+    job_id: str
+    attempt: int
+
+
+class JobQueue(abc.ABC):
+    """How workers find work and keep it: claims, lease renewals, expired leases.
+
+    Leases are coordination, not facts: renewing one writes no event. A lease is created
+    when a `JobStarted` is appended and removed when the job leaves ``processing``.
+    """
+
+    @abc.abstractmethod
+    def claim(
+        self,
+        limit: int,
+        job_types: Collection[str] | None,
+        command: Callable[[Job], Outcome],
+    ) -> list[Job]:
+        """Lock up to ``limit`` available queued jobs, run ``command`` on each, append.
+
+        Jobs are taken by priority (highest first), then by ``available_at``; jobs other
+        claimers hold are skipped, not waited for. Returns the jobs the command recorded
+        something on, with their new state; all in one transaction.
+        """
+
+    @abc.abstractmethod
+    def renew(self, worker_id: str, leases: Collection[Lease], until: datetime) -> set[str]:
+        """Extend the worker's leases; returns the ids of the jobs it still holds."""
+
+    @abc.abstractmethod
+    def next_available_at(self, job_types: Collection[str] | None) -> datetime | None:
+        """When the earliest queued job (of these types) becomes available, if any."""
+
+    @abc.abstractmethod
+    def expired(self, now: datetime, limit: int = 100) -> list[Lease]:
+        """Leases that ran out before ``now``: their worker died or hung."""
 
 
 class Clock(abc.ABC):

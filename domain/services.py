@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from domain.errors import ConcurrencyConflict, DuplicateIdempotencyKey, JobError, JobNotFound
+from domain.errors import (
+    CommandRejected,
+    ConcurrencyConflict,
+    DuplicateIdempotencyKey,
+    JobError,
+    JobNotFound,
+)
 from domain.job import SYSTEM, Job, Meta, Outcome
 from domain.ports import Append, Clock, EventStore, SystemClock
 from domain.retry import RetryPolicy
@@ -142,6 +148,40 @@ class JobService:
 
     def cancel(self, job_id: str, reason: str | None = None, meta: Meta = SYSTEM) -> Outcome:
         return self.execute(job_id, lambda job: job.cancel(reason, now=self.clock.now(), meta=meta))
+
+    def execute_many(self, commands: Mapping[str, Command]) -> dict[str, Outcome | Exception]:
+        """Run one command per job and append everything in one transaction.
+
+        The fast path for a worker's finished jobs. If the batch conflicts with someone
+        else's write, each command is run again on its own. A command that is refused
+        (or a job that vanished) is reported in place of its outcome, not raised.
+        """
+        histories = self.store.load_many(list(commands))
+        results: dict[str, Outcome | Exception] = {}
+        appends: list[Append] = []
+        for job_id, command in commands.items():
+            try:
+                if job_id not in histories:
+                    raise JobNotFound(job_id=job_id)
+                job = Job.from_history(job_id, histories[job_id])
+                results[job_id] = command(job)
+            except (CommandRejected, JobNotFound) as error:
+                results[job_id] = error
+                continue
+            if job.pending:
+                appends.append(Append(job.pending, job.version - len(job.pending)))
+        try:
+            self.store.append_batch(appends)
+        except ConcurrencyConflict:
+            log.debug("a batch of %d commands conflicted; running them one by one", len(appends))
+            return {job_id: self._execute_reporting(job_id, c) for job_id, c in commands.items()}
+        return results
+
+    def _execute_reporting(self, job_id: str, command: Command) -> Outcome | Exception:
+        try:
+            return self.execute(job_id, command)
+        except (CommandRejected, JobNotFound) as error:
+            return error
 
     def execute(self, job_id: str, command: Command) -> Outcome:
         """Run ``command`` on the current state of the job and append what it recorded."""

@@ -9,6 +9,7 @@ from sqlalchemy import text
 
 from adapters.api import Jobtrail
 from adapters.database import translated_errors
+from adapters.migrate import head
 from domain.errors import (
     AppendOnlyViolation,
     ConcurrencyConflict,
@@ -168,4 +169,4 @@ def test_db_init_is_idempotent(trail: Jobtrail) -> None:
     trail.init_db()
     assert event_count(trail) == 1
     with trail.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == head()

@@ -1,0 +1,110 @@
+"""Claims, lease renewals and expired leases on SQL (the `JobQueue` port).
+
+PostgreSQL claims with ``FOR UPDATE SKIP LOCKED``: claimers never wait for each other
+and never take the same job. SQLite has a single writer, so its claims are serialised.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection
+from datetime import datetime
+
+from sqlalchemy import Engine, bindparam, func, select, update
+
+from adapters.database import WRITE, is_postgres, translated_errors
+from adapters.schema import job, job_lease
+from adapters.sql_store import load_many, write_appends
+from domain.errors import CommandRejected
+from domain.job import Job, Outcome
+from domain.ports import Append, Clock, JobQueue, Lease
+from domain.status import JobStatus
+
+log = logging.getLogger(__name__)
+
+
+class SqlJobQueue(JobQueue):
+    def __init__(self, engine: Engine, clock: Clock) -> None:
+        self.engine = engine
+        self.clock = clock
+
+    def claim(
+        self,
+        limit: int,
+        job_types: Collection[str] | None,
+        command: Callable[[Job], Outcome],
+    ) -> list[Job]:
+        query = (
+            select(job.c.id)
+            .where(job.c.status == JobStatus.QUEUED.value, job.c.available_at <= self.clock.now())
+            .order_by(job.c.priority.desc(), job.c.available_at, job.c.id)
+            .limit(limit)
+        )
+        if job_types is not None:
+            query = query.where(job.c.job_type.in_(list(job_types)))
+        with (
+            translated_errors(),
+            self.engine.connect().execution_options(**WRITE) as conn,
+            conn.begin(),
+        ):
+            if is_postgres(conn):
+                query = query.with_for_update(skip_locked=True)
+            ids = list(conn.execute(query).scalars())
+            claimed: list[Job] = []
+            for job_id, events in load_many(conn, ids).items():
+                claimed_job = Job.from_history(job_id, events)
+                try:
+                    command(claimed_job)
+                except CommandRejected as error:
+                    log.warning("could not claim job %s: %s", job_id, error)
+                    continue
+                if claimed_job.pending:
+                    claimed.append(claimed_job)
+            write_appends(conn, [Append(j.pending, j.version - len(j.pending)) for j in claimed])
+        return claimed
+
+    def renew(self, worker_id: str, leases: Collection[Lease], until: datetime) -> set[str]:
+        if not leases:
+            return set()
+        renewal = (
+            update(job_lease)
+            .where(
+                job_lease.c.job_id == bindparam("lease_job_id"),
+                job_lease.c.attempt == bindparam("lease_attempt"),
+                job_lease.c.worker_id == worker_id,
+            )
+            .values(expires_at=until)
+        )
+        held_query = select(job_lease.c.job_id, job_lease.c.attempt).where(
+            job_lease.c.job_id.in_([lease.job_id for lease in leases]),
+            job_lease.c.worker_id == worker_id,
+        )
+        with (
+            translated_errors(),
+            self.engine.connect().execution_options(**WRITE) as conn,
+            conn.begin(),
+        ):
+            conn.execute(
+                renewal,
+                [{"lease_job_id": x.job_id, "lease_attempt": x.attempt} for x in leases],
+            )
+            held = {Lease(job_id, attempt) for job_id, attempt in conn.execute(held_query)}
+        return {lease.job_id for lease in leases if lease in held}
+
+    def next_available_at(self, job_types: Collection[str] | None) -> datetime | None:
+        query = select(func.min(job.c.available_at)).where(job.c.status == JobStatus.QUEUED.value)
+        if job_types is not None:
+            query = query.where(job.c.job_type.in_(list(job_types)))
+        with translated_errors(), self.engine.connect() as conn:
+            due: datetime | None = conn.execute(query).scalar()
+            return due
+
+    def expired(self, now: datetime, limit: int = 100) -> list[Lease]:
+        query = (
+            select(job_lease.c.job_id, job_lease.c.attempt)
+            .where(job_lease.c.expires_at < now)
+            .order_by(job_lease.c.expires_at)
+            .limit(limit)
+        )
+        with translated_errors(), self.engine.connect() as conn:
+            return [Lease(job_id, attempt) for job_id, attempt in conn.execute(query)]
