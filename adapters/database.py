@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 
 from domain.errors import (
     AppendOnlyViolation,
+    ConcurrencyConflict,
     DatabaseUnavailable,
     JobtrailError,
     SchemaMissing,
@@ -88,13 +89,19 @@ def translated_errors() -> Iterator[None]:
         raise translate(error) from error
 
 
-def translate(error: sa_exc.DBAPIError) -> StorageError:
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+"""Serialization failure and deadlock: someone else's write won; try again."""
+
+
+def translate(error: sa_exc.DBAPIError) -> JobtrailError:
     text = str(error.orig).strip()
     first_line = text.splitlines()[0] if text else type(error.orig).__name__
     if "append-only" in text:
         return AppendOnlyViolation(reason=first_line)
     if "no such table" in text or "does not exist" in text and "relation" in text:
         return SchemaMissing()
+    if getattr(error.orig, "sqlstate", None) in RETRYABLE_SQLSTATES:
+        return ConcurrencyConflict(job_id="(several)", expected="(see the log)")
     if isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError) or (
         error.connection_invalidated
     ):

@@ -16,7 +16,17 @@ import logging
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, RowMapping, delete, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    RowMapping,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy import exc as sa_exc
 
 from adapters.database import WRITE, is_postgres, translated_errors
@@ -106,10 +116,7 @@ def write_appends(conn: Connection, appends: Sequence[Append]) -> None:
     for item in appends:
         _check_append(item)
     _insert_new_rows(conn, [a.events for a in appends if a.expected_version == 0])
-    # Rows are locked in id order so that two batches never deadlock.
-    for item in sorted(appends, key=lambda a: a.events[0].job_id):
-        if item.expected_version:
-            _update_row(conn, item)
+    _update_rows(conn, [a for a in appends if a.expected_version])
     _sync_leases(conn, [a.events[-1] for a in appends])
     _insert_events(conn, [e for a in appends for e in a.events])
 
@@ -172,19 +179,33 @@ def _insert_new_rows(conn: Connection, new_jobs: list[Sequence[Event]]) -> None:
         raise ConcurrencyConflict(job_id=new_jobs[0][0].job_id, expected=0) from error
 
 
-def _update_row(conn: Connection, item: Append) -> None:
-    """Project the events onto the job's row; the version check is the optimistic lock."""
-    job_id = item.events[0].job_id
-    changes: dict[str, Any] = {}
-    for event in item.events:
-        changes.update(assignments(event))
-    updated = conn.execute(
-        update(job)
-        .where(job.c.id == job_id, job.c.version == item.expected_version)
-        .values(changes)
-    )
-    if updated.rowcount != 1:
-        raise ConcurrencyConflict(job_id=job_id, expected=item.expected_version)
+def _update_rows(conn: Connection, appends: Sequence[Append]) -> None:
+    """Project each job's events onto its row; the version check is the optimistic lock.
+
+    Rows that get the same columns are updated by one executemany. On PostgreSQL the rows
+    are first locked in id order, so two batches over the same jobs cannot deadlock.
+    """
+    if not appends:
+        return
+    if len(appends) > 1 and is_postgres(conn):
+        ids = sorted(a.events[0].job_id for a in appends)
+        conn.execute(select(job.c.id).where(job.c.id.in_(ids)).order_by(job.c.id).with_for_update())
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for item in appends:
+        changes: dict[str, Any] = {}
+        for event in item.events:
+            changes.update(assignments(event))
+        row = {"row_id": item.events[0].job_id, "row_version": item.expected_version, **changes}
+        groups.setdefault(tuple(sorted(changes)), []).append(row)
+    for columns, rows in groups.items():
+        statement = (
+            update(job)
+            .where(job.c.id == bindparam("row_id"), job.c.version == bindparam("row_version"))
+            .values({column: bindparam(column) for column in columns})
+        )
+        if conn.execute(statement, rows).rowcount != len(rows):
+            first = rows[0]
+            raise ConcurrencyConflict(job_id=first["row_id"], expected=first["row_version"])
 
 
 def _sync_leases(conn: Connection, last_events: Sequence[Event]) -> None:

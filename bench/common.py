@@ -1,10 +1,11 @@
-"""What the benchmarks share: throwaway databases, timing, percentiles, printing."""
+"""What the benchmarks share: throwaway databases, timing, waiting, memory, statistics, output."""
 
 from __future__ import annotations
 
 import contextlib
 import math
 import os
+import resource
 import tempfile
 import time
 import uuid
@@ -108,6 +109,23 @@ def timed(operation: Callable[[], object]) -> float:
     return measure(operation)[1]
 
 
+def wait_until(
+    probe: Callable[[], T | None], *, timeout: float, interval: float = 0.005, what: str = "it"
+) -> T:
+    """The first truthy value ``probe()`` returns, polling every ``interval`` seconds.
+
+    Raises `TimeoutError` naming ``what`` if none came within ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"waited {timeout:g} s for {what}")
+        time.sleep(interval)
+
+
 def run_interleaved(
     probes: Sequence[Probe], count: int, *, block: int = 100, warmup: int = 0
 ) -> list[list[float]]:
@@ -128,6 +146,27 @@ def run_interleaved(
             recorded.extend(probe() for _ in range(size))
         done += size
     return samples
+
+
+# ---------------------------------------------------------------------- memory
+
+
+def rss_kib() -> int:
+    """This process's resident set size now, in KiB (Linux: VmRSS of /proc/self/status)."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def peak_rss_kib() -> int:
+    """This process's peak resident set size so far, in KiB (``ru_maxrss`` on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def mib(kib: float) -> str:
+    return f"{kib / 1024:,.1f} MiB"
 
 
 # ---------------------------------------------------------------------- statistics
