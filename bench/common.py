@@ -5,20 +5,23 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import resource
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import psycopg
 from psycopg import sql
-from sqlalchemy import URL
 
-from adapters.api import Jobtrail, connect
+if TYPE_CHECKING:
+    from adapters.api import Jobtrail
+
+# jobtrail and SQLAlchemy are imported where they are used, so that a benchmark's
+# subprocess running only a peer (bench.worker's Procrastinate worker, whose memory is
+# measured) does not carry them.
 
 ADMIN_URL_ENV = "JOBTRAIL_BENCH_POSTGRES_URL"
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -39,6 +42,8 @@ class PostgresDatabase:
     @property
     def url(self) -> str:
         """The URL jobtrail's `connect` takes."""
+        from sqlalchemy import URL
+
         params = {k: str(v) for k, v in psycopg.conninfo.conninfo_to_dict(self.conninfo).items()}
         return URL.create(
             "postgresql",
@@ -86,6 +91,8 @@ def sqlite_url(path: Path) -> str:
 @contextlib.contextmanager
 def open_trail(url: str) -> Iterator[Jobtrail]:
     """jobtrail connected to ``url`` with its schema created; closed on exit."""
+    from adapters.api import connect
+
     trail = connect(url)
     try:
         trail.init_db()
@@ -152,17 +159,25 @@ def run_interleaved(
 
 
 def rss_kib() -> int:
-    """This process's resident set size now, in KiB (Linux: VmRSS of /proc/self/status)."""
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    """This process's resident set size now, in KiB (``VmRSS`` of /proc/self/status)."""
+    return _proc_status_kib("VmRSS")
 
 
 def peak_rss_kib() -> int:
-    """This process's peak resident set size so far, in KiB (``ru_maxrss`` on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """This process's peak resident set size so far, in KiB (``VmHWM``).
+
+    Not ``getrusage(RUSAGE_SELF).ru_maxrss``: Linux carries that figure over ``execve``,
+    so in a subprocess it is at least the peak of the process that started it.
+    """
+    return _proc_status_kib("VmHWM")
+
+
+def _proc_status_kib(key: str) -> int:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith(f"{key}:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {key} in /proc/self/status")
 
 
 def mib(kib: float) -> str:

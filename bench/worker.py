@@ -7,8 +7,8 @@ had to run out for the fourth.
 1. throughput: N no-op jobs queued beforehand; seconds from "worker starts" to "all N
    jobs are in a terminal state", at each concurrency, each run in its own database.
 2. latency: a processor raises a non-retryable error; seconds until the job's row shows
-   ``failed`` to an observer thread polling on its own connection every ~1 ms. Jobs are
-   submitted one at a time at a modest rate while the worker runs.
+   ``failed`` to an observer thread polling on its own connection every ~1 ms. Another
+   process submits the jobs one at a time, at a modest rate, while the worker runs.
 3. memory: resident set size of a worker, in a fresh subprocess, while it runs N no-op
    jobs (sampled as it goes), and its peak.
 4. reaper: a ``jobtrail worker --lease 2`` is SIGKILLed during a long job; seconds until a
@@ -34,19 +34,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import procrastinate
 import psycopg
-from procrastinate.job_context import JobContext as ProcrastinateContext
-from procrastinate.tasks import Task
 from psycopg import sql
 
-from adapters.api import Jobtrail, connect
 from bench.common import (
     PostgresDatabase,
     heading,
@@ -64,14 +61,24 @@ from bench.common import (
     wait_until,
 )
 from domain.errors import InsufficientCredits
-from domain.services import JobSpec
 from processors.base import BaseProcessor, JobContext, JobView
 from processors.registry import Registry
-from processors.worker import WorkerSettings
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    import procrastinate
+    from procrastinate.job_context import JobContext as ProcrastinateContext
+    from procrastinate.tasks import Task
+
+    from adapters.api import Jobtrail
+    from processors.worker import WorkerSettings
+
+    AnyTask = Task[Any, Any, Any]
+
+# The modules above are light. jobtrail's runtime (adapters, domain.services,
+# processors.worker) and Procrastinate are imported where they are used, so that each
+# memory subprocess carries only the system it measures.
+
 Namespace = argparse.Namespace
-AnyTask = Task[Any, Any, Any]
 
 NOOP = "bench_noop"
 FAIL = "bench_fail"
@@ -122,12 +129,20 @@ def noop_registry(on_run: Callable[[], None] | None = None) -> Registry:
     return Registry([NoOp(on_run)])
 
 
+def worker_settings(**options: Any) -> WorkerSettings:
+    from processors.worker import WorkerSettings
+
+    return WorkerSettings(**options)
+
+
 def noop_settings(concurrency: int) -> WorkerSettings:
-    return WorkerSettings(concurrency=concurrency, until_empty=True, poll_seconds=0.01)
+    return worker_settings(concurrency=concurrency, until_empty=True, poll_seconds=0.01)
 
 
 def procrastinate_app(conninfo: str, concurrency: int) -> procrastinate.App:
     """An app whose pool holds a connection per concurrent job, plus two (LISTEN, fetch)."""
+    import procrastinate
+
     size = concurrency + 2
     connector = procrastinate.PsycopgConnector(conninfo=conninfo, min_size=size, max_size=size)
     return procrastinate.App(connector=connector)
@@ -181,6 +196,8 @@ def vacuum_analyze(conninfo: str, tables: Sequence[str]) -> None:
 
 
 def submit_noops(trail: Jobtrail, jobs: int, batch: int) -> None:
+    from domain.services import JobSpec
+
     for first in range(0, jobs, batch):
         trail.submit_many([JobSpec(NOOP) for _ in range(min(batch, jobs - first))])
 
@@ -222,7 +239,8 @@ def jobtrail_throughput(jobs: int, concurrency: int, batch: int, profile: bool) 
         _, enqueue = measure(lambda: submit_noops(trail, jobs, batch))
         vacuum_analyze(database.conninfo, JOBTRAIL_TABLES)
         worker = trail.worker(noop_settings(concurrency), registry=noop_registry())
-        with profiling(profile, f"jobtrail worker, concurrency {concurrency}"):
+        title = f"jobtrail worker, concurrency {concurrency}"
+        with explaining_claim(trail, database.conninfo, profile, title), profiling(profile, title):
             _, seconds = measure(worker.run)
         terminal = count(database.conninfo, JOBTRAIL_TERMINAL)
     return Run("jobtrail", concurrency, jobs, enqueue, seconds, terminal)
@@ -267,14 +285,45 @@ def profiling(enabled: bool, title: str, top: int = 25) -> Iterator[None]:
         print(out.getvalue())
 
 
+@contextmanager
+def explaining_claim(trail: Jobtrail, conninfo: str, enabled: bool, title: str) -> Iterator[None]:
+    """EXPLAIN ANALYZE of the worker's first claim query (the queue still full).
+
+    Run on a side connection just before the worker sends it, then rolled back, so the
+    worker's own claim finds the rows unlocked.
+    """
+    if not enabled:
+        yield
+        return
+    from sqlalchemy import event
+
+    plan: list[str] = []
+
+    def explain(*hook: Any) -> None:
+        statement, parameters = hook[2], hook[3]
+        if plan or "SKIP LOCKED" not in statement:
+            return
+        with psycopg.connect(conninfo) as side:
+            plan.extend(str(r[0]) for r in side.execute(f"EXPLAIN ANALYZE {statement}", parameters))
+            side.rollback()
+
+    event.listen(trail.engine, "before_cursor_execute", explain)
+    try:
+        yield
+    finally:
+        event.remove(trail.engine, "before_cursor_execute", explain)
+        heading(f"plan of the first claim query of the {title}")
+        print("\n".join(f"  {line}" for line in plan))
+
+
 def bench_throughput(args: Namespace) -> None:
     heading(
         f"1. Throughput: {args.jobs:,} no-op jobs queued beforehand (batches of {args.batch:,}),"
         " worker start -> all terminal"
     )
     print(
-        f"  each run in its own database; Procrastinate runs a{'n' * (args.task == 'async')}"
-        f" {args.task} no-op task, pool of concurrency + 2 connections, wait=False"
+        f"  each run in its own database; Procrastinate: {args.task} no-op task, a pool of"
+        " concurrency + 2 connections, run_worker_async(wait=False)"
     )
     for concurrency in args.concurrency:
         ours = jobtrail_throughput(args.jobs, concurrency, args.batch, args.profile)
@@ -295,6 +344,58 @@ def bench_throughput(args: Namespace) -> None:
             "(target >= 5x)",
         )
     print("  DESIGN.md, not measured here: Procrastinate 3.10, concurrency 4 ~490 jobs/s")
+
+
+# ---------------------------------------------------------------------- subprocesses
+
+
+def child_command(kind: str, database: PostgresDatabase, args: Namespace) -> list[str]:
+    """``python -m bench.worker --child KIND`` on ``database``, with this run's sizes."""
+    return [
+        sys.executable,
+        "-m",
+        "bench.worker",
+        "--child",
+        kind,
+        "--child-url",
+        database.url,
+        "--child-conninfo",
+        database.conninfo,
+        "--task",
+        args.task,
+        "--failures",
+        str(args.failures),
+        "--failure-rate",
+        str(args.failure_rate),
+        "--memory-concurrency",
+        str(args.memory_concurrency),
+        "--memory-checkpoints",
+        *map(str, args.memory_checkpoints),
+    ]
+
+
+def start_child(kind: str, database: PostgresDatabase, args: Namespace) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        child_command(kind, database, args),
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def child_result(process: subprocess.Popen[str]) -> dict[str, Any]:
+    """The JSON object a child printed last; raises if it failed."""
+    out, err = process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"{process.args!r} failed ({process.returncode}):\n{err}")
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def run_child(kind: str, database: PostgresDatabase, args: Namespace) -> dict[str, Any]:
+    return child_result(start_child(kind, database, args))
 
 
 # ---------------------------------------------------------------------- 2. failure latency
@@ -373,15 +474,35 @@ def pace(count_: int, per_second: float) -> Iterator[float]:
         yield max(0.0, start + i / per_second - time.monotonic())
 
 
-def feed(count_: int, per_second: float, warmup: float, submit: Callable[[], object]) -> None:
-    time.sleep(warmup)
+def feed(count_: int, per_second: float, submit: Callable[[], object]) -> None:
     for delay in pace(count_, per_second):
         time.sleep(delay)
         submit()
 
 
+def jobtrail_feed_child(args: Namespace) -> dict[str, Any]:
+    """Submits the failing jobs one per transaction, paced, from its own process."""
+    from adapters.api import connect
+
+    trail = connect(args.child_url)
+    submit = functools.partial(trail.submit, FAIL, max_attempts=1)
+    _, seconds = measure(lambda: feed(args.failures, args.failure_rate, submit))
+    return {"submitted": args.failures, "seconds": seconds}
+
+
+def procrastinate_feed_child(args: Namespace) -> dict[str, Any]:
+    """Defers the failing tasks one per transaction, paced, from its own process."""
+    import procrastinate
+
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=args.child_conninfo))
+    with app.open():
+        deferrer = app.configure_task(FAIL)
+        _, seconds = measure(lambda: feed(args.failures, args.failure_rate, deferrer.defer))
+    return {"submitted": args.failures, "seconds": seconds}
+
+
 def observer_timeout(args: Namespace) -> float:
-    return float(args.latency_warmup_seconds + args.failures / args.failure_rate + 60)
+    return float(args.failures / args.failure_rate + 60)
 
 
 def jobtrail_latency(args: Namespace) -> Latencies:
@@ -389,27 +510,18 @@ def jobtrail_latency(args: Namespace) -> Latencies:
         observer = FailureObserver(
             database.conninfo, JOBTRAIL_FAILED, args.failures, observer_timeout(args)
         )
-        settings = WorkerSettings(concurrency=args.latency_concurrency, poll_seconds=0.01)
+        settings = worker_settings(concurrency=args.latency_concurrency, poll_seconds=0.01)
         worker = trail.worker(settings, registry=Registry([AlwaysOutOfCredits(observer.raised)]))
         observer.on_done = worker.stop
-        submit = functools.partial(trail.submit, FAIL, max_attempts=1)
-        threads = [
-            threading.Thread(target=observer.run, name="observer", daemon=True),
-            threading.Thread(
-                target=feed,
-                args=(args.failures, args.failure_rate, args.latency_warmup_seconds, submit),
-                name="feeder",
-                daemon=True,
-            ),
-        ]
-        for thread in threads:
-            thread.start()
+        watcher = threading.Thread(target=observer.run, name="observer", daemon=True)
+        watcher.start()
+        feeder = start_child("jobtrail-feed", database, args)
         try:
             stats = worker.run()
         finally:
             observer.stop()
-            for thread in threads:
-                thread.join()
+            watcher.join()
+            child_result(feeder)
     skip = args.latency_skip
     return Latencies(
         "jobtrail",
@@ -419,24 +531,15 @@ def jobtrail_latency(args: Namespace) -> Latencies:
     )
 
 
-async def afeed(
-    count_: int, per_second: float, warmup: float, submit: Callable[[], Awaitable[object]]
-) -> None:
-    await asyncio.sleep(warmup)
-    for delay in pace(count_, per_second):
-        await asyncio.sleep(delay)
-        await submit()
-
-
 def procrastinate_latency(args: Namespace) -> Latencies:
-    async def run(observer: FailureObserver) -> None:
-        app = procrastinate_app(observer.conninfo, args.latency_concurrency)
+    async def run(database: PostgresDatabase, observer: FailureObserver) -> None:
+        app = procrastinate_app(database.conninfo, args.latency_concurrency)
 
         async def fail(context: ProcrastinateContext) -> NoReturn:
             observer.raised(context.job.id)
             raise RuntimeError("bench: always fails")
 
-        task = app.task(name=FAIL, pass_context=True)(fail)
+        app.task(name=FAIL, pass_context=True)(fail)
         async with app.open_async():
             await app.schema_manager.apply_schema_async()
             done = asyncio.Event()
@@ -453,19 +556,22 @@ def procrastinate_latency(args: Namespace) -> Latencies:
                     concurrency=args.latency_concurrency, install_signal_handlers=False
                 )
             )
-            warmup = args.latency_warmup_seconds
-            await afeed(args.failures, args.failure_rate, warmup, task.defer_async)
-            await done.wait()
-            worker.cancel()
-            with suppress(asyncio.CancelledError):
-                await worker
-            await asyncio.to_thread(watcher.join)
+            feeder = start_child("procrastinate-feed", database, args)
+            try:
+                await done.wait()
+            finally:
+                worker.cancel()
+                with suppress(asyncio.CancelledError):
+                    await worker
+                observer.stop()
+                await asyncio.to_thread(watcher.join)
+                await asyncio.to_thread(child_result, feeder)
 
     with temp_postgres() as database:
         observer = FailureObserver(
             database.conninfo, PROCRASTINATE_FAILED, args.failures, observer_timeout(args)
         )
-        asyncio.run(run(observer))
+        asyncio.run(run(database, observer))
     missing = args.failures - len(observer.seen_at)
     return Latencies("Procrastinate", observer.latencies(args.latency_skip), missing)
 
@@ -491,8 +597,8 @@ def bench_latency(args: Namespace) -> None:
         f" concurrency {args.latency_concurrency}"
     )
     print(
-        f"  jobs submitted one at a time at {args.failure_rate:g}/s while the worker runs;"
-        " an observer thread on its own"
+        f"  jobs submitted one per transaction at {args.failure_rate:g}/s by another process"
+        " while the worker runs; an observer thread on its own"
     )
     print(
         "  connection polls every ~1 ms; latency = row seen failed - processor raised;"
@@ -543,6 +649,8 @@ def memory_report(before: int, probe: RssProbe, seconds: float) -> dict[str, Any
 
 
 def jobtrail_memory_child(args: Namespace) -> dict[str, Any]:
+    from adapters.api import connect
+
     trail = connect(args.child_url)
     with trail.engine.connect():
         pass  # the pool's first connection, as a started worker has
@@ -573,34 +681,9 @@ def procrastinate_memory_child(args: Namespace) -> dict[str, Any]:
 CHILDREN: dict[str, Callable[[Namespace], dict[str, Any]]] = {
     "jobtrail-memory": jobtrail_memory_child,
     "procrastinate-memory": procrastinate_memory_child,
+    "jobtrail-feed": jobtrail_feed_child,
+    "procrastinate-feed": procrastinate_feed_child,
 }
-
-
-def run_child(kind: str, database: PostgresDatabase, args: Namespace) -> dict[str, Any]:
-    """Runs ``kind`` in a fresh interpreter; returns the JSON object it prints last."""
-    command = [
-        sys.executable,
-        "-m",
-        "bench.worker",
-        "--child",
-        kind,
-        "--child-url",
-        database.url,
-        "--child-conninfo",
-        database.conninfo,
-        "--memory-concurrency",
-        str(args.memory_concurrency),
-        "--task",
-        args.task,
-        "--memory-checkpoints",
-        *map(str, args.memory_checkpoints),
-    ]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"{kind} child failed ({done.returncode}):\n{done.stderr}")
-    report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    report["samples"] = {int(k): v for k, v in report["samples"].items()}
-    return report
 
 
 def jobtrail_memory(args: Namespace) -> dict[str, Any]:
@@ -609,6 +692,7 @@ def jobtrail_memory(args: Namespace) -> dict[str, Any]:
             submit_noops(trail, args.memory_jobs, args.batch)
         vacuum_analyze(database.conninfo, JOBTRAIL_TABLES)
         report = run_child("jobtrail-memory", database, args)
+        report["samples"] = {int(k): v for k, v in report["samples"].items()}
         report["terminal"] = count(database.conninfo, JOBTRAIL_TERMINAL)
     return report
 
@@ -624,6 +708,7 @@ def procrastinate_memory(args: Namespace) -> dict[str, Any]:
         asyncio.run(prepare(database.conninfo))
         vacuum_analyze(database.conninfo, PROCRASTINATE_TABLES)
         report = run_child("procrastinate-memory", database, args)
+        report["samples"] = {int(k): v for k, v in report["samples"].items()}
         report["terminal"] = count(database.conninfo, PROCRASTINATE_TERMINAL)
     return report
 
@@ -639,7 +724,7 @@ def bench_memory(args: Namespace) -> None:
         f" {args.memory_concurrency}, each worker in a fresh subprocess"
     )
     ours, peer = jobtrail_memory(args), procrastinate_memory(args)
-    print(f"  {'RSS (VmRSS; peak = ru_maxrss)':<44} {'jobtrail':>12} {'Procrastinate':>14} ratio")
+    print(f"  {'RSS (VmRSS; peak = VmHWM)':<44} {'jobtrail':>12} {'Procrastinate':>14} ratio")
     memory_row("before the worker starts (imports, pool open)", ours["before"], peer["before"])
     marks = sorted(set(ours["samples"]) & set(peer["samples"]))
     for mark in marks:
@@ -651,6 +736,8 @@ def bench_memory(args: Namespace) -> None:
         growth_ours = ours["samples"][last] - ours["samples"][first]
         growth_peer = peer["samples"][last] - peer["samples"][first]
         memory_row(f"growth from {first:,} to {last:,} jobs", growth_ours, growth_peer)
+    print("  (peak is the child's VmHWM: ru_maxrss would include the parent's peak, kept")
+    print("  by Linux across exec)")
     for name, report in (("jobtrail", ours), ("Procrastinate", peer)):
         print(
             f"  {name}: {report['terminal']:,}/{jobs:,} terminal,"
@@ -817,10 +904,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Namespace:
     add("--profile", action="store_true", help="cProfile the jobtrail throughput runs")
     # 2. latency
     add("--failures", type=int, default=300, help="failing jobs per latency run")
-    add("--failure-rate", type=float, default=100.0, help="failing jobs submitted per second")
+    add("--failure-rate", type=float, default=50.0, help="failing jobs submitted per second")
     add("--latency-concurrency", type=int, default=4)
     add("--latency-skip", type=int, default=10, help="first failures left out (warm-up)")
-    add("--latency-warmup-seconds", type=float, default=0.5, help="worker start -> first job")
     # 3. memory
     add("--memory-jobs", type=int, default=20_000, help="no-op jobs the memory worker runs")
     add("--memory-concurrency", type=int, default=4)
@@ -852,7 +938,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     print(
         "bench.worker: jobtrail's worker vs Procrastinate"
-        f" {procrastinate.__version__} on PostgreSQL, same run, same machine"
+        f" {version('procrastinate')} on PostgreSQL, same run, same machine"
     )
     machine_load("start")
     for name, bench in PARTS.items():
