@@ -120,6 +120,12 @@ def parser() -> argparse.ArgumentParser:
     worker.add_argument("--heartbeat", type=positive_float, default=10.0, help="seconds")
     worker.add_argument("--types", type=job_types, help="comma-separated job types to run")
     worker.add_argument(
+        "--prefetch",
+        type=positive_int,
+        default=4,
+        help="jobs claimed per thread (started while they wait)",
+    )
+    worker.add_argument(
         "--until-empty",
         action="store_true",
         help="exit when nothing runs and nothing is due within a minute",
@@ -284,6 +290,7 @@ def cmd_stats(trail: Jobtrail, args: argparse.Namespace) -> int:
 def cmd_worker(trail: Jobtrail, args: argparse.Namespace) -> int:
     settings = WorkerSettings(
         concurrency=args.concurrency,
+        prefetch=args.prefetch,
         lease_seconds=args.lease,
         heartbeat_seconds=min(args.heartbeat, args.lease / 2),
         job_types=args.types,

@@ -23,6 +23,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -102,7 +103,14 @@ job = Table(
     Column("updated_at", UtcDateTime, nullable=False),
     Column("version", Integer, nullable=False),
     Index("job_idempotency_key", "idempotency_key", unique=True),
-    Index("job_status_available", "status", "priority", "available_at"),
+    Index(
+        "job_claim_order",
+        text("priority DESC"),
+        "available_at",
+        "id",
+        postgresql_where=text("status = 'queued'"),
+        sqlite_where=text("status = 'queued'"),
+    ),
     Index("job_type_status", "job_type", "status"),
 )
 

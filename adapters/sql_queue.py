@@ -7,10 +7,10 @@ and never take the same job. SQLite has a single writer, so its claims are seria
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 
-from sqlalchemy import Engine, bindparam, func, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, select, update
 
 from adapters.database import WRITE, is_postgres, translated_errors
 from adapters.schema import job, job_lease
@@ -23,6 +23,15 @@ from domain.status import JobStatus
 log = logging.getLogger(__name__)
 
 
+_CLAIM = (
+    select(job.c.id)
+    .where(job.c.status == JobStatus.QUEUED.value, job.c.available_at <= bindparam("now"))
+    .order_by(job.c.priority.desc(), job.c.available_at, job.c.id)
+    .limit(bindparam("limit"))
+)
+_CLAIM_TYPES = _CLAIM.where(job.c.job_type.in_(bindparam("types", expanding=True)))
+
+
 class SqlJobQueue(JobQueue):
     def __init__(self, engine: Engine, clock: Clock) -> None:
         self.engine = engine
@@ -33,34 +42,45 @@ class SqlJobQueue(JobQueue):
         limit: int,
         job_types: Collection[str] | None,
         command: Callable[[Job], Outcome],
+        also_append: Sequence[Append] = (),
     ) -> list[Job]:
-        query = (
-            select(job.c.id)
-            .where(job.c.status == JobStatus.QUEUED.value, job.c.available_at <= self.clock.now())
-            .order_by(job.c.priority.desc(), job.c.available_at, job.c.id)
-            .limit(limit)
-        )
-        if job_types is not None:
-            query = query.where(job.c.job_type.in_(list(job_types)))
+        if limit <= 0 and not also_append:
+            return []
         with (
             translated_errors(),
             self.engine.connect().execution_options(**WRITE) as conn,
             conn.begin(),
         ):
-            if is_postgres(conn):
-                query = query.with_for_update(skip_locked=True)
-            ids = list(conn.execute(query).scalars())
-            claimed: list[Job] = []
-            for job_id, events in load_many(conn, ids).items():
-                claimed_job = Job.from_history(job_id, events)
-                try:
-                    command(claimed_job)
-                except CommandRejected as error:
-                    log.warning("could not claim job %s: %s", job_id, error)
-                    continue
-                if claimed_job.pending:
-                    claimed.append(claimed_job)
-            write_appends(conn, [Append(j.pending, j.version - len(j.pending)) for j in claimed])
+            claimed = self._take(conn, limit, job_types, command) if limit > 0 else []
+            write_appends(
+                conn,
+                [*also_append, *(Append(j.pending, j.version - len(j.pending)) for j in claimed)],
+            )
+        return claimed
+
+    def _take(
+        self,
+        conn: Connection,
+        limit: int,
+        job_types: Collection[str] | None,
+        command: Callable[[Job], Outcome],
+    ) -> list[Job]:
+        """Lock the next available jobs and run the claim command on each."""
+        query = _CLAIM if job_types is None else _CLAIM_TYPES
+        if is_postgres(conn):
+            query = query.with_for_update(skip_locked=True)
+        params = {"now": self.clock.now(), "limit": limit, "types": list(job_types or ())}
+        ids = list(conn.execute(query, params).scalars())
+        claimed: list[Job] = []
+        for job_id, events in load_many(conn, ids).items():
+            candidate = Job.from_history(job_id, events)
+            try:
+                command(candidate)
+            except CommandRejected as error:
+                log.warning("could not claim job %s: %s", job_id, error)
+                continue
+            if candidate.pending:
+                claimed.append(candidate)
         return claimed
 
     def renew(self, worker_id: str, leases: Collection[Lease], until: datetime) -> set[str]:

@@ -12,6 +12,7 @@ skips an event that commits later. See docs/architecture.md.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any
@@ -28,6 +29,8 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.sql.dml import Update
+from sqlalchemy.sql.elements import BindParameter
 
 from adapters.database import WRITE, is_postgres, translated_errors
 from adapters.schema import job, job_events, job_lease
@@ -55,6 +58,19 @@ _EVENT_COLUMNS = (
     job_events.c.prev_hash,
     job_events.c.hash,
 )
+
+# Statements on the hot path are built once: building one costs more than running it.
+_IDS: BindParameter[list[str]] = bindparam("ids", expanding=True)
+_LOAD_MANY = (
+    select(*_EVENT_COLUMNS)
+    .where(job_events.c.job_id.in_(_IDS))
+    .order_by(job_events.c.job_id, job_events.c.version)
+)
+_LOCK_ROWS = select(job.c.id).where(job.c.id.in_(_IDS)).order_by(job.c.id).with_for_update()
+_DELETE_LEASES = delete(job_lease).where(job_lease.c.job_id.in_(_IDS))
+_INSERT_LEASES = insert(job_lease)
+_INSERT_EVENTS = insert(job_events)
+_APPEND_LOCK = select(func.pg_advisory_xact_lock(APPEND_LOCK_KEY))
 
 
 class SqlEventStore(EventStore):
@@ -124,22 +140,16 @@ def write_appends(conn: Connection, appends: Sequence[Append]) -> None:
 def load_many(conn: Connection, job_ids: Collection[str]) -> dict[str, list[Event]]:
     """Several jobs' events in version order, by job id, in one query."""
     histories: dict[str, list[Event]] = {}
-    if not job_ids:
-        return histories
-    query = (
-        select(*_EVENT_COLUMNS)
-        .where(job_events.c.job_id.in_(list(job_ids)))
-        .order_by(job_events.c.job_id, job_events.c.version)
-    )
-    for row in conn.execute(query).mappings():
-        histories.setdefault(row["job_id"], []).append(to_event(row))
+    if job_ids:
+        for row in conn.execute(_LOAD_MANY, {"ids": list(job_ids)}).mappings():
+            histories.setdefault(row["job_id"], []).append(to_event(row))
     return histories
 
 
 def lock_appends(conn: Connection) -> None:
     """Take the lock that orders positions, until ``conn``'s transaction ends."""
     if is_postgres(conn):
-        conn.execute(select(func.pg_advisory_xact_lock(APPEND_LOCK_KEY)))
+        conn.execute(_APPEND_LOCK)
 
 
 def to_event(row: RowMapping) -> Event:
@@ -188,8 +198,7 @@ def _update_rows(conn: Connection, appends: Sequence[Append]) -> None:
     if not appends:
         return
     if len(appends) > 1 and is_postgres(conn):
-        ids = sorted(a.events[0].job_id for a in appends)
-        conn.execute(select(job.c.id).where(job.c.id.in_(ids)).order_by(job.c.id).with_for_update())
+        conn.execute(_LOCK_ROWS, {"ids": [a.events[0].job_id for a in appends]})
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for item in appends:
         changes: dict[str, Any] = {}
@@ -198,14 +207,19 @@ def _update_rows(conn: Connection, appends: Sequence[Append]) -> None:
         row = {"row_id": item.events[0].job_id, "row_version": item.expected_version, **changes}
         groups.setdefault(tuple(sorted(changes)), []).append(row)
     for columns, rows in groups.items():
-        statement = (
-            update(job)
-            .where(job.c.id == bindparam("row_id"), job.c.version == bindparam("row_version"))
-            .values({column: bindparam(column) for column in columns})
-        )
-        if conn.execute(statement, rows).rowcount != len(rows):
+        if conn.execute(_row_update(columns), rows).rowcount != len(rows):
             first = rows[0]
             raise ConcurrencyConflict(job_id=first["row_id"], expected=first["row_version"])
+
+
+@functools.cache
+def _row_update(columns: tuple[str, ...]) -> Update:
+    """UPDATE job SET <columns> WHERE id = ? AND version = ?, one per column set."""
+    return (
+        update(job)
+        .where(job.c.id == bindparam("row_id"), job.c.version == bindparam("row_version"))
+        .values({column: bindparam(column) for column in columns})
+    )
 
 
 def _sync_leases(conn: Connection, last_events: Sequence[Event]) -> None:
@@ -214,10 +228,10 @@ def _sync_leases(conn: Connection, last_events: Sequence[Event]) -> None:
     left = [e.job_id for e in last_events if status_after(e.trigger) not in (None, PROCESSING)]
     gone = left + [e.job_id for e in started]
     if gone:
-        conn.execute(delete(job_lease).where(job_lease.c.job_id.in_(gone)))
+        conn.execute(_DELETE_LEASES, {"ids": gone})
     if started:
         conn.execute(
-            insert(job_lease),
+            _INSERT_LEASES,
             [
                 {
                     "job_id": e.job_id,
@@ -249,7 +263,7 @@ def _insert_events(conn: Connection, events: Sequence[Event]) -> None:
         for e in events
     ]
     try:
-        conn.execute(insert(job_events), rows)
+        conn.execute(_INSERT_EVENTS, rows)
     except sa_exc.IntegrityError as error:
         first = events[0]
         raise ConcurrencyConflict(job_id=first.job_id, expected=first.version - 1) from error

@@ -85,12 +85,15 @@ class JobQueue(abc.ABC):
         limit: int,
         job_types: Collection[str] | None,
         command: Callable[[Job], Outcome],
+        also_append: Sequence[Append] = (),
     ) -> list[Job]:
         """Lock up to ``limit`` available queued jobs, run ``command`` on each, append.
 
         Jobs are taken by priority (highest first), then by ``available_at``; jobs other
-        claimers hold are skipped, not waited for. Returns the jobs the command recorded
-        something on, with their new state; all in one transaction.
+        claimers hold are skipped, not waited for. ``also_append`` (a worker's finished
+        jobs) is written in the same transaction, so a busy worker pays one commit per
+        turn. Returns the jobs the command recorded something on, with their new state.
+        Raises `ConcurrencyConflict` if ``also_append`` is stale; then nothing is written.
         """
 
     @abc.abstractmethod

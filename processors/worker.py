@@ -25,6 +25,7 @@ from typing import Any
 
 from domain.errors import (
     CommandRejected,
+    ConcurrencyConflict,
     JobError,
     UnexpectedError,
     UnknownJobType,
@@ -32,7 +33,7 @@ from domain.errors import (
     as_job_error,
 )
 from domain.job import Job, Meta, Outcome
-from domain.ports import Clock, JobQueue, Lease, SystemClock
+from domain.ports import Append, Clock, JobQueue, Lease, SystemClock
 from domain.services import Command, JobService
 from processors.base import JobContext, JobView
 from processors.reaper import Reaper
@@ -56,8 +57,9 @@ class WorkerSettings:
     grace_seconds: float = 10.0
     reap_seconds: float = 1.0
     progress_seconds: float = 1.0
-    prefetch: int = 2
-    """Claimed jobs per processor thread, so threads never wait for the next claim."""
+    prefetch: int = 4
+    """Jobs claimed per processor thread: threads never wait for a claim, and one commit
+    covers many jobs. Prefetched jobs are started (leased) while they wait."""
 
 
 @dataclass
@@ -139,8 +141,7 @@ class Worker:
         next_heartbeat = next_reap = time.monotonic()
         try:
             while not self._stop.is_set():
-                self._flush()
-                claimed = self._claim()
+                claimed = self._exchange()
                 now = time.monotonic()
                 if now >= next_heartbeat:
                     self._heartbeat()
@@ -158,14 +159,92 @@ class Worker:
 
     # ------------------------------------------------------------------ claiming
 
-    def _claim(self) -> int:
-        room = self.settings.concurrency * self.settings.prefetch - len(self._running)
+    def _exchange(self, claiming: bool = True) -> int:
+        """Write every outcome reported so far and claim what fits, in one transaction.
+
+        Outcomes are applied to the jobs the worker holds in memory (it is the only writer
+        of a job it holds, barring a cancel or the reaper); if one of them was changed by
+        someone else the transaction fails on the version check, nothing is written, and
+        the outcomes are written again one by one against the jobs' fresh state.
+        """
+        items = self._drain_done()
+        steps: dict[str, list[Command]] = {}
+        finished: dict[str, Finished] = {}
+        for item in items:
+            steps.setdefault(item.job_id, []).append(self._command_for(item))
+            if isinstance(item, Finished):
+                finished[item.job_id] = item
+        room = self._room(len(finished)) if claiming else 0
+        if not steps and room <= 0:
+            return 0
+        results, appends = self._apply_in_memory(steps)
+        try:
+            claimed = self.queue.claim(
+                room, self.settings.job_types, self._start_or_refuse, appends
+            )
+        except ConcurrencyConflict:
+            log.info(
+                "outcomes of %d job(s) conflicted with another writer; writing them one by one",
+                len(steps),
+            )
+            results, claimed = self._write_one_by_one(steps, finished), []
+        else:
+            for append in appends:
+                self._clear_pending(append.events[0].job_id)
+        committed = time.monotonic()
+        for job_id, item in finished.items():
+            self._running.pop(job_id, None)
+            self._report(item, results[job_id], committed)
+        self._take(claimed)
+        return len(claimed)
+
+    def _room(self, finishing: int) -> int:
+        room = self.settings.concurrency * self.settings.prefetch - len(self._running) + finishing
         if self.settings.max_jobs is not None:
             room = min(room, self.settings.max_jobs - self.stats.claimed)
-        if room <= 0:
-            return 0
-        claimed = self.queue.claim(room, self.settings.job_types, self._start_or_refuse)
+        return room
+
+    def _drain_done(self) -> list[Finished | Progressed]:
+        items: list[Finished | Progressed] = []
+        while True:
+            try:
+                items.append(self._done.get_nowait())
+            except queue.Empty:
+                return items
+
+    def _apply_in_memory(
+        self, steps: dict[str, list[Command]]
+    ) -> tuple[dict[str, Outcome | Exception], list[Append]]:
+        results: dict[str, Outcome | Exception] = {}
+        appends: list[Append] = []
+        for job_id, commands in steps.items():
+            job = self._running[job_id].job
+            before = job.version
+            try:
+                results[job_id] = chain(commands)(job)
+            except CommandRejected as error:
+                results[job_id] = error
+            if job.pending:
+                appends.append(Append(list(job.pending), before))
+        return results, appends
+
+    def _write_one_by_one(
+        self, steps: dict[str, list[Command]], finished: dict[str, Finished]
+    ) -> dict[str, Outcome | Exception]:
+        results = self.service.execute_many({j: chain(c) for j, c in steps.items()})
+        for job_id in steps:
+            if job_id not in finished and job_id in self._running:
+                self._running[job_id].job = self.service.get(job_id)
+        return results
+
+    def _clear_pending(self, job_id: str) -> None:
+        running = self._running.get(job_id)
+        if running is not None:
+            running.job.pending.clear()
+
+    def _take(self, claimed: list[Job]) -> None:
         for job in claimed:
+            job.pending.clear()
             if job.status == "processing":
                 self._dispatch(job)
             else:
@@ -173,7 +252,6 @@ class Worker:
                 self.stats.failed += 1
                 self._notify(job.id, Outcome.RECORDED)
         self.stats.claimed += len(claimed)
-        return len(claimed)
 
     def _start_or_refuse(self, job: Job) -> Outcome:
         """The claim command: start a job we can run, fail one no processor handles."""
@@ -241,28 +319,6 @@ class Worker:
         except queue.Empty:
             return
         self._done.put(item)
-
-    def _flush(self) -> None:
-        """Write every outcome reported so far, in one transaction."""
-        items: list[Finished | Progressed] = []
-        while True:
-            try:
-                items.append(self._done.get_nowait())
-            except queue.Empty:
-                break
-        if not items:
-            return
-        steps: dict[str, list[Command]] = {}
-        finished: dict[str, Finished] = {}
-        for item in items:
-            steps.setdefault(item.job_id, []).append(self._command_for(item))
-            if isinstance(item, Finished):
-                finished[item.job_id] = item
-        results = self.service.execute_many({j: chain(c) for j, c in steps.items()})
-        committed = time.monotonic()
-        for job_id, item in finished.items():
-            self._running.pop(job_id, None)
-            self._report(item, results[job_id], committed)
 
     def _command_for(self, item: Finished | Progressed) -> Command:
         now = self.clock.now
@@ -356,10 +412,10 @@ class Worker:
                 self._heartbeat()
                 next_heartbeat = time.monotonic() + self.settings.heartbeat_seconds
             self._wait_for_results()
-            self._flush()
+            self._exchange(claiming=False)
         for running in list(self._running.values()):
             self._hand_back(running)
-        self._flush()
+        self._exchange(claiming=False)
         for _ in self._threads:
             self._todo.put(None)
 

@@ -92,7 +92,7 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
 
         @rule(name=names)
         def claim(self, name: str) -> None:
-            workers[name]._claim()
+            workers[name]._exchange()
 
         @rule(name=names)
         def run_one_processor(self, name: str) -> None:
@@ -106,7 +106,7 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
 
         @rule(name=names)
         def write_outcomes(self, name: str) -> None:
-            workers[name]._flush()
+            workers[name]._exchange(claiming=False)
 
         @rule(name=names)
         def heartbeat(self, name: str) -> None:
