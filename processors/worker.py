@@ -27,6 +27,7 @@ from domain.errors import (
     CommandRejected,
     ConcurrencyConflict,
     JobError,
+    StorageError,
     UnexpectedError,
     UnknownJobType,
     WorkerShutdown,
@@ -41,6 +42,8 @@ from processors.registry import Registry
 
 log = logging.getLogger("jobtrail.worker")
 
+BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0
+"""Seconds a worker waits after the database failed, doubling up to the maximum."""
 UNTIL_EMPTY_HORIZON = timedelta(seconds=60)
 """With --until-empty, queued jobs due later than this (delayed jobs) are not waited for."""
 
@@ -126,6 +129,10 @@ class Worker:
         self._done: queue.Queue[Finished | Progressed] = queue.Queue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._carry: list[Finished | Progressed] = []
+        """Outcomes a failed turn could not write, first in line for the next one."""
+        self._stale: set[str] = set()
+        """Held jobs whose in-memory state may hold events that were never written."""
         self._decided: dict[str, tuple[str, Any]] = {}
         """What the policy decided for a failed job: its status and when it is due again."""
 
@@ -139,18 +146,26 @@ class Worker:
         self._start_threads()
         log.info("worker %s started (concurrency %d)", self.worker_id, self.settings.concurrency)
         next_heartbeat = next_reap = time.monotonic()
+        backoff = BACKOFF_MIN
         try:
             while not self._stop.is_set():
-                claimed = self._exchange()
-                now = time.monotonic()
-                if now >= next_heartbeat:
-                    self._heartbeat()
-                    next_heartbeat = now + self.settings.heartbeat_seconds
-                if now >= next_reap:
-                    self.stats.reaped += self.reaper.reap_once()
-                    next_reap = now + self.settings.reap_seconds
-                if self._finished_its_work(claimed):
-                    break
+                try:
+                    claimed = self._exchange()
+                    now = time.monotonic()
+                    if now >= next_heartbeat:
+                        self._heartbeat()
+                        next_heartbeat = now + self.settings.heartbeat_seconds
+                    if now >= next_reap:
+                        self.stats.reaped += self.reaper.reap_once()
+                        next_reap = now + self.settings.reap_seconds
+                    if self._finished_its_work(claimed):
+                        break
+                except StorageError as error:
+                    log.warning("%s Trying again in %.1f s.", error, backoff)
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, BACKOFF_MAX)
+                    continue
+                backoff = BACKOFF_MIN
                 self._wait_for_results()
         finally:
             self._shut_down()
@@ -177,17 +192,24 @@ class Worker:
         room = self._room(len(finished)) if claiming else 0
         if not steps and room <= 0:
             return 0
-        results, appends = self._apply_in_memory(steps)
         try:
-            claimed = self.queue.claim(
-                room, self.settings.job_types, self._start_or_refuse, appends
-            )
-        except ConcurrencyConflict:
-            log.info(
-                "outcomes of %d job(s) conflicted with another writer; writing them one by one",
-                len(steps),
-            )
-            results, claimed = self._write_one_by_one(steps, finished), []
+            results, appends = self._apply_in_memory(steps)
+            try:
+                claimed = self.queue.claim(
+                    room, self.settings.job_types, self._start_or_refuse, appends
+                )
+            except ConcurrencyConflict:
+                log.info(
+                    "outcomes of %d job(s) conflicted with another writer; writing them one by one",
+                    len(steps),
+                )
+                results, claimed = self._write_one_by_one(steps, finished), []
+        except StorageError:
+            # Nothing was written: keep the outcomes for the next turn, and reload the
+            # jobs they were applied to in memory before applying them again.
+            self._carry = items
+            self._stale.update(steps)
+            raise
         else:
             for append in appends:
                 self._clear_pending(append.events[0].job_id)
@@ -205,7 +227,7 @@ class Worker:
         return room
 
     def _drain_done(self) -> list[Finished | Progressed]:
-        items: list[Finished | Progressed] = []
+        items, self._carry = self._carry, []
         while True:
             try:
                 items.append(self._done.get_nowait())
@@ -218,6 +240,9 @@ class Worker:
         results: dict[str, Outcome | Exception] = {}
         appends: list[Append] = []
         for job_id, commands in steps.items():
+            if job_id in self._stale:
+                self._running[job_id].job = self.service.get(job_id)
+                self._stale.discard(job_id)
             job = self._running[job_id].job
             before = job.version
             try:
@@ -408,14 +433,26 @@ class Worker:
         deadline = time.monotonic() + self.settings.grace_seconds
         next_heartbeat = time.monotonic() + self.settings.heartbeat_seconds
         while self._running and time.monotonic() < deadline:
-            if time.monotonic() >= next_heartbeat:
-                self._heartbeat()
-                next_heartbeat = time.monotonic() + self.settings.heartbeat_seconds
-            self._wait_for_results()
-            self._exchange(claiming=False)
+            try:
+                if time.monotonic() >= next_heartbeat:
+                    self._heartbeat()
+                    next_heartbeat = time.monotonic() + self.settings.heartbeat_seconds
+                self._wait_for_results()
+                self._exchange(claiming=False)
+            except StorageError as error:
+                log.warning("%s Trying again.", error)
+                time.sleep(BACKOFF_MIN)
         for running in list(self._running.values()):
             self._hand_back(running)
-        self._exchange(claiming=False)
+        try:
+            self._exchange(claiming=False)
+        except StorageError as error:
+            log.error(
+                "could not hand back %d job(s) (%s); their leases will expire and the "
+                "reaper will retry them",
+                len(self._running),
+                error,
+            )
         for _ in self._threads:
             self._todo.put(None)
 

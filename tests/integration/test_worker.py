@@ -248,3 +248,49 @@ def test_a_mixed_batch_ends_as_the_payloads_say(
         check_history(job_id, trail.history(job_id))
         check_projection(trail, job_id)
     trail.close()
+
+
+def test_a_worker_rides_out_lost_database_connections(pg_trail: Jobtrail) -> None:
+    ids = pg_trail.submit_many(
+        [JobSpec("asset_image_generation", {"duration_ms": 30}, max_attempts=5) for _ in range(60)]
+    )
+    # A claim whose commit is acknowledged on a connection that dies is not known to the
+    # worker: its jobs come back when their (short) lease expires.
+    pg_trail.service.policy = RetryPolicy(base_delay=0)
+    worker = pg_trail.worker(
+        WorkerSettings(
+            concurrency=4,
+            until_empty=True,
+            poll_seconds=0.005,
+            lease_seconds=2,
+            heartbeat_seconds=0.5,
+            reap_seconds=0.2,
+        )
+    )
+    thread = threading.Thread(target=worker.run)
+    url = pg_trail.engine.url
+    killed = 0
+    with psycopg.connect(
+        host=url.host, port=url.port, user=url.username, dbname=url.database, autocommit=True
+    ) as admin:
+        thread.start()
+        until = time.monotonic() + 1.5
+        while thread.is_alive() and time.monotonic() < until:
+            killed += len(
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND state <> 'idle'"
+                ).fetchall()
+            )
+            time.sleep(0.01)
+        thread.join(timeout=60)
+
+    assert not thread.is_alive()
+    assert killed > 0, "no connection was killed mid-transaction"
+    for job_id in ids:
+        events = pg_trail.history(job_id)
+        check_history(job_id, events)
+        assert sum(e.type in TERMINAL_EVENT_TYPES for e in events) == 1, [e.type for e in events]
+        check_projection(pg_trail, job_id)
+    assert {pg_trail.get(i)["status"] for i in ids} == {"completed"}
