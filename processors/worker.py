@@ -46,6 +46,9 @@ BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0
 """Seconds a worker waits after the database failed, doubling up to the maximum."""
 UNTIL_EMPTY_HORIZON = timedelta(seconds=60)
 """With --until-empty, queued jobs due later than this (delayed jobs) are not waited for."""
+SHORT_JOB_SECONDS, SHORT_JOB_PREFETCH_FACTOR = 0.05, 4
+"""Jobs that typically run under 50 ms are claimed four times as many at a time: holding
+them costs little, and it spreads each commit over more jobs."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,8 @@ class Worker:
         self._done: queue.Queue[Finished | Progressed] = queue.Queue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._typical_run: float | None = None
+        """A moving average of how long this worker's processors run, in seconds."""
         self._carry: list[Finished | Progressed] = []
         """Outcomes a failed turn could not write, first in line for the next one."""
         self._stale: set[str] = set()
@@ -221,7 +226,10 @@ class Worker:
         return len(claimed)
 
     def _room(self, finishing: int) -> int:
-        room = self.settings.concurrency * self.settings.prefetch - len(self._running) + finishing
+        per_thread = self.settings.prefetch
+        if self._typical_run is not None and self._typical_run < SHORT_JOB_SECONDS:
+            per_thread *= SHORT_JOB_PREFETCH_FACTOR  # short jobs: bigger turns, few commits
+        room = self.settings.concurrency * per_thread - len(self._running) + finishing
         if self.settings.max_jobs is not None:
             room = min(room, self.settings.max_jobs - self.stats.claimed)
         return room
@@ -366,6 +374,8 @@ class Worker:
         return fail
 
     def _report(self, item: Finished, result: Outcome | Exception, committed: float) -> None:
+        typical = item.elapsed if self._typical_run is None else self._typical_run
+        self._typical_run = 0.9 * typical + 0.1 * item.elapsed
         self._notify(item.job_id, result)
         if isinstance(result, Exception):
             self.stats.absorbed += 1
