@@ -24,10 +24,11 @@ test: lint
 	$(BIN)/pytest -q
 
 bench: $(BIN)/.installed
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench.append
 	$(BIN)/python -m bench.submit
 	$(BIN)/python -m bench.rebuild
+	$(BIN)/python -m bench.worker
 
 clean:
 	rm -rf $(VENV) jobtrail.db jobtrail.db-wal jobtrail.db-shm
