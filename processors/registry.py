@@ -21,9 +21,6 @@ class Registry:
     def get(self, job_type: str) -> BaseProcessor | None:
         return self._processors.get(job_type)
 
-    def job_types(self) -> frozenset[str]:
-        return frozenset(self._processors)
-
 
 def default_registry() -> Registry:
     """The sample processors, named after the product's job types."""

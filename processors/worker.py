@@ -18,7 +18,6 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -115,7 +114,6 @@ class Worker:
         *,
         worker_id: str | None = None,
         clock: Clock | None = None,
-        on_finished: Callable[[str, Outcome | Exception], None] | None = None,
     ) -> None:
         self.service = service
         self.queue = queue_
@@ -126,7 +124,6 @@ class Worker:
         self.meta = Meta(actor=self.worker_id)
         self.stats = WorkerStats()
         self.reaper = Reaper(service, queue_, self.clock, actor=f"reaper@{self.worker_id}")
-        self.on_finished = on_finished
         self._running: dict[str, Running] = {}
         self._todo: queue.Queue[Running | None] = queue.Queue()
         self._done: queue.Queue[Finished | Progressed] = queue.Queue()
@@ -283,7 +280,6 @@ class Worker:
             else:
                 log.info("job %s marked failed: %s", job.id, job.error_message)
                 self.stats.failed += 1
-                self._notify(job.id, Outcome.RECORDED)
         self.stats.claimed += len(claimed)
 
     def _start_or_refuse(self, job: Job) -> Outcome:
@@ -376,7 +372,6 @@ class Worker:
     def _report(self, item: Finished, result: Outcome | Exception, committed: float) -> None:
         typical = item.elapsed if self._typical_run is None else self._typical_run
         self._typical_run = 0.9 * typical + 0.1 * item.elapsed
-        self._notify(item.job_id, result)
         if isinstance(result, Exception):
             self.stats.absorbed += 1
             log.warning(
@@ -403,10 +398,6 @@ class Worker:
         else:
             self.stats.failed += 1
             log.info("job %s marked failed", item.job_id)
-
-    def _notify(self, job_id: str, result: Outcome | Exception) -> None:
-        if self.on_finished is not None:
-            self.on_finished(job_id, result)
 
     # ------------------------------------------------------------------ leases
 
