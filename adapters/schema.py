@@ -124,3 +124,14 @@ job_lease = Table(
     Index("job_lease_expires_at", "expires_at"),
 )
 """Who holds a running job until when; renewed by heartbeats, not by events."""
+
+relay_position = Table(
+    "relay_position",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("position", Position, nullable=False),
+    Column("owner", String(200)),
+    Column("lease_expires_at", UtcDateTime),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+"""How far each relay has published (acknowledged by the broker), and who may publish now."""
