@@ -85,6 +85,14 @@ class CorruptHistory(JobtrailError):
     """The stored history of job {job_id} is not valid: {reason}."""
 
 
+class UndecodableMessage(JobtrailError):
+    """The message is not a jobtrail event envelope: {reason}."""
+
+
+class BrokerUnavailable(JobtrailError):
+    """The Kafka broker at {bootstrap} is unreachable: {reason}."""
+
+
 # --------------------------------------------------------------------------- job errors
 
 
