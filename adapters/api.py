@@ -22,6 +22,9 @@ from sqlalchemy import Engine
 from adapters import database, migrate
 from adapters.config import Settings
 from adapters.job_queries import JobQueries, rebuild
+from adapters.kafka_publisher import KafkaPublisher, KafkaSettings
+from adapters.relay import Relay, RelaySettings
+from adapters.relay_position import SqlRelayPosition
 from adapters.sql_queue import SqlJobQueue
 from adapters.sql_store import SqlEventStore
 from domain.errors import JobNotFound
@@ -60,6 +63,17 @@ class Jobtrail:
             clock=self.service.clock,
             **kwargs,
         )
+
+    def relay(
+        self,
+        kafka: KafkaSettings,
+        settings: RelaySettings | None = None,
+        owner: str | None = None,
+    ) -> Relay:
+        """The relay publishing this database's log to `kafka.topic` (its position is per topic)."""
+        positions = SqlRelayPosition(self.engine, name=kafka.topic)
+        publisher = KafkaPublisher(kafka)
+        return Relay(self.store, positions, publisher, self.service.clock, settings, owner)
 
     def reaper(self) -> Reaper:
         return Reaper(self.service, self.queue, self.service.clock)

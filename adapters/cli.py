@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -20,7 +19,11 @@ from rich.console import Console
 from rich.table import Table
 
 from adapters.api import Jobtrail, connect
+from adapters.cli_args import job_types, positive_float, positive_int, stop_on_signals
+from adapters.cli_relay import add_commands as add_relay_commands
+from adapters.cli_relay import add_relay_options, relay_from_args
 from adapters.config import Settings
+from adapters.relay import run_in_thread
 from domain.errors import InvalidCommand, JobtrailError
 from domain.events import utc_iso
 from domain.job import Meta
@@ -40,12 +43,13 @@ LIST_COLUMNS = ("id", "job_type", "status", "attempt", "progress", "error_messag
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    quiet = logging.INFO if args.command in ("worker", "reap") else logging.WARNING
+    quiet = logging.INFO if args.command in ("worker", "reap", "relay") else logging.WARNING
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else quiet,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    logging.getLogger("transitions").setLevel(logging.WARNING)
+    for chatty in ("transitions", "kafka"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     trail = connect(args.db)
     try:
         handler: Callable[[Jobtrail, argparse.Namespace], int] = args.handler
@@ -134,6 +138,12 @@ def parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--grace", type=float, default=10.0, help="seconds running jobs get to finish after SIGTERM"
     )
+    worker.add_argument(
+        "--relay",
+        action="store_true",
+        help="also run the Kafka relay in this process (small deployments)",
+    )
+    add_relay_options(worker)
     worker.set_defaults(handler=cmd_worker)
 
     reap = commands.add_parser("reap", help="fail jobs whose lease expired")
@@ -141,30 +151,10 @@ def parser() -> argparse.ArgumentParser:
     reap.add_argument("--interval", type=positive_float, default=1.0, help="seconds")
     reap.set_defaults(handler=cmd_reap)
 
+    add_relay_commands(commands)
     demo = commands.add_parser("demo", help="a mixed batch of jobs run by workers, end to end")
     demo.set_defaults(handler=cmd_demo)
     return root
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, not {value}")
-    return value
-
-
-def job_types(text: str) -> frozenset[str]:
-    types = frozenset(t.strip() for t in text.split(",") if t.strip())
-    if not types:
-        raise argparse.ArgumentTypeError("name at least one job type")
-    return types
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
 
 
 # ------------------------------------------------------------------------ commands
@@ -300,7 +290,14 @@ def cmd_worker(trail: Jobtrail, args: argparse.Namespace) -> int:
     )
     worker = trail.worker(settings)
     stop_on_signals(worker.stop)
-    stats = worker.run()
+    relay = relay_from_args(trail, args) if args.relay else None
+    relay_thread = run_in_thread(relay) if relay else None
+    try:
+        stats = worker.run()
+    finally:
+        if relay and relay_thread:
+            relay.stop(drain=args.until_empty)
+            relay_thread.join()
     print(
         f"claimed {stats.claimed}, completed {stats.completed}, failed {stats.failed}, "
         f"retries scheduled {stats.retried}, reaped {stats.reaped}",
@@ -318,22 +315,6 @@ def cmd_reap(trail: Jobtrail, args: argparse.Namespace) -> int:
         total += reaper.reap_once()
     print(f"reaped {total} job(s)", file=sys.stderr)
     return 0
-
-
-def stop_on_signals(stop: Callable[[], None]) -> None:
-    """SIGTERM or SIGINT: stop gracefully; a second one: exit at once."""
-    seen = 0
-
-    def handle(signum: int, _frame: object) -> None:
-        nonlocal seen
-        seen += 1
-        if seen > 1:
-            raise SystemExit(128 + signum)
-        logging.getLogger("jobtrail").warning("%s: stopping", signal.Signals(signum).name)
-        stop()
-
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
 
 
 def cmd_demo(trail: Jobtrail, args: argparse.Namespace) -> int:

@@ -1,0 +1,193 @@
+"""The relay: the event log, in position order, onto the Kafka topic.
+
+The log is the outbox. The relay reads everything after its stored position (gap-free:
+positions become visible in commit order), publishes it, and stores the new position only
+after the broker acknowledged it. A crash between the two re-sends a batch, never loses
+one; consumers drop the duplicates by ``(job_id, version)``.
+
+One relay publishes at a time: it holds a lease on its row of ``relay_position`` and
+renews it with every save; others stand by and take over once the lease expires (or at
+once, when the holder stops cleanly and releases it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Protocol
+
+from adapters.relay_position import LostRelayLease, SqlRelayPosition
+from domain.errors import BrokerUnavailable, DatabaseUnavailable
+from domain.events import Event
+from domain.ports import Clock, EventStore
+
+log = logging.getLogger(__name__)
+
+
+class Publisher(Protocol):
+    def publish(self, events: Sequence[Event]) -> None:
+        """Return once the broker acknowledged every event; raise BrokerUnavailable if not."""
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    batch: int = 2000
+    lease: float = 10.0
+    """Seconds a silent relay keeps the right to publish; a standby takes over after it."""
+    poll: float = 0.2
+    """Seconds between reads of the log when there was nothing new."""
+    max_backoff: float = 10.0
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Relay:
+    def __init__(
+        self,
+        store: EventStore,
+        positions: SqlRelayPosition,
+        publisher: Publisher,
+        clock: Clock,
+        settings: RelaySettings | None = None,
+        owner: str | None = None,
+    ) -> None:
+        self.store = store
+        self.positions = positions
+        self.publisher = publisher
+        self.clock = clock
+        self.settings = settings or RelaySettings()
+        self.owner = owner or default_owner()
+        self.position: int | None = None
+        """The acknowledged position while this relay holds the lease; None on standby."""
+        self.caught_up = False
+        """Whether the last read, made while holding the lease, found nothing new."""
+        self._stop = threading.Event()
+        self._draining = threading.Event()
+        self._backoff = 0.0
+
+    # ----------------------------------------------------------------- running
+
+    def run(self, until_caught_up: bool = False) -> None:
+        """Publish until stopped (or, with `until_caught_up`, until nothing is left)."""
+        log.info("relay %s starting", self.owner)
+        try:
+            while not self._stop.is_set():
+                draining = self._draining.is_set()  # before the read that must see it all
+                if self.step() > 0:
+                    continue
+                if self._finished(until_caught_up, draining):
+                    return
+                self._stop.wait(self.settings.poll)
+        finally:
+            self._release()
+            self.publisher.close()
+
+    def stop(self, drain: bool = False) -> None:
+        """Stop now, or (`drain`) once everything already in the log is published."""
+        if drain:
+            self._draining.set()
+        else:
+            self._stop.set()
+
+    def _finished(self, until_caught_up: bool, draining: bool) -> bool:
+        if draining and self.position is None:
+            return True  # on standby: the lease holder publishes the rest
+        return (until_caught_up or draining) and self.caught_up
+
+    def step(self) -> int:
+        """One round: make sure of the lease, publish one batch. Returns events published."""
+        try:
+            published = self._step()
+        except (BrokerUnavailable, DatabaseUnavailable) as error:
+            self._wait_after(error)
+            return 0
+        except LostRelayLease as error:
+            log.warning("%s Standing by.", error)
+            self.position = None
+            return 0
+        self._backoff = 0.0
+        return published
+
+    def _step(self) -> int:
+        self.caught_up = False
+        if not self._hold_lease():
+            return 0
+        assert self.position is not None
+        events = self.store.read_after(self.position, self.settings.batch)
+        if not events:
+            self.caught_up = True
+            return 0
+        self.publisher.publish(events)
+        last = events[-1].position
+        assert last is not None
+        self.positions.save(self.owner, last, self.clock.now(), self._lease())
+        self.position = last
+        log.debug("published %d events up to position %d", len(events), last)
+        return len(events)
+
+    def _hold_lease(self) -> bool:
+        position = self.positions.acquire(self.owner, self.clock.now(), self._lease())
+        if position is None:
+            if self.position is not None:
+                log.warning("relay %s lost its lease; standing by", self.owner)
+            self.position = None
+            return False
+        if self.position is None:
+            log.info("relay %s publishing from position %d", self.owner, position)
+        self.position = position
+        return True
+
+    def _wait_after(self, error: Exception) -> None:
+        self._backoff = min(max(self._backoff * 2, 0.5), self.settings.max_backoff)
+        log.warning("%s Retrying in %.1f s.", error, self._backoff)
+        deadline = self._backoff
+        while deadline > 0 and not self._stop.is_set():
+            # keep the lease while waiting for the broker, so no standby starts duplicating
+            self._renew_quietly()
+            slice_ = min(deadline, self.settings.lease / 3)
+            self._stop.wait(slice_)
+            deadline -= slice_
+
+    def _renew_quietly(self) -> None:
+        if self.position is None:
+            return
+        with contextlib.suppress(DatabaseUnavailable):
+            self._hold_lease()
+
+    def _release(self) -> None:
+        if self.position is None:
+            return
+        try:
+            self.positions.release(self.owner, self.clock.now())
+        except DatabaseUnavailable as error:
+            log.warning("%s The relay lease expires by itself.", error)
+        self.position = None
+
+    def _lease(self) -> timedelta:
+        return timedelta(seconds=self.settings.lease)
+
+
+def run_in_thread(relay: Relay, on_exit: Callable[[], None] | None = None) -> threading.Thread:
+    """Run the relay beside a worker (`jobtrail worker --relay`); stop it with `relay.stop()`."""
+
+    def target() -> None:
+        try:
+            relay.run()
+        finally:
+            if on_exit is not None:
+                on_exit()
+
+    thread = threading.Thread(target=target, name="jobtrail-relay", daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,179 @@
+"""The relay loop against a real database and a publisher that fails on demand.
+
+The Kafka side is covered in test_relay_kafka.py; here the publisher is a fake so each
+failure can be placed exactly: what matters is what the relay stores and re-sends.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+
+import pytest
+
+from adapters.api import Jobtrail
+from adapters.relay import Relay, RelaySettings
+from adapters.relay_position import SqlRelayPosition
+from domain.errors import BrokerUnavailable
+from domain.events import Event
+from domain.ports import SystemClock
+from domain.services import JobSpec
+from tests.helpers import event_count
+
+
+class FlakyPublisher:
+    """Acknowledges batches, except that it refuses the next `failures` of them."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.sent: list[Event] = []
+        self.attempts = 0
+
+    def publish(self, events: Sequence[Event]) -> None:
+        self.attempts += 1
+        if self.failures > 0:
+            self.failures -= 1
+            raise BrokerUnavailable(bootstrap="test:9092", reason="refused")
+        self.sent.extend(events)
+
+    def close(self) -> None:
+        pass
+
+
+def make_relay(
+    trail: Jobtrail, publisher: FlakyPublisher, owner: str = "relay-a", **settings: float
+) -> Relay:
+    positions = SqlRelayPosition(trail.engine, name="job-events")
+    config = RelaySettings(**{"batch": 7, "poll": 0.01, "max_backoff": 0.05, **settings})  # type: ignore[arg-type]
+    return Relay(trail.store, positions, publisher, SystemClock(), config, owner=owner)
+
+
+def submit(trail: Jobtrail, count: int) -> None:
+    trail.submit_many([JobSpec("asset_image_generation") for _ in range(count)])
+
+
+def test_every_event_is_published_once_in_position_order(trail: Jobtrail) -> None:
+    submit(trail, 20)
+    publisher = FlakyPublisher()
+    make_relay(trail, publisher).run(until_caught_up=True)
+    positions = [e.position for e in publisher.sent]
+    assert positions == sorted(positions) and len(set(positions)) == event_count(trail) == 20
+
+
+def test_the_position_is_stored_only_after_the_broker_acknowledged(trail: Jobtrail) -> None:
+    submit(trail, 10)
+    publisher = FlakyPublisher(failures=1)
+    relay = make_relay(trail, publisher)
+    relay.step()  # refused: nothing acknowledged, nothing stored
+    assert relay.positions.holder()[1] == 0
+    relay.step()
+    assert relay.positions.holder()[1] == publisher.sent[-1].position == 7
+
+
+def test_a_refused_batch_is_sent_again_and_nothing_is_lost(
+    trail: Jobtrail, caplog: pytest.LogCaptureFixture
+) -> None:
+    submit(trail, 30)
+    publisher = FlakyPublisher(failures=3)
+    with caplog.at_level(logging.WARNING, logger="adapters.relay"):
+        make_relay(trail, publisher).run(until_caught_up=True)
+    assert [e.position for e in publisher.sent] == list(range(1, 31))
+    assert publisher.attempts == 3 + 5  # 30 events in batches of 7
+    assert "Kafka broker at test:9092 is unreachable: refused. Retrying in" in caplog.text
+
+
+def test_a_restarted_relay_resumes_after_the_stored_position(trail: Jobtrail) -> None:
+    submit(trail, 10)
+    first = FlakyPublisher()
+    make_relay(trail, first).run(until_caught_up=True)
+    submit(trail, 5)
+    second = FlakyPublisher()
+    make_relay(trail, second, owner="relay-a2").run(until_caught_up=True)
+    assert [e.position for e in second.sent] == list(range(11, 16))
+
+
+def test_a_standby_relay_publishes_nothing_while_the_lease_is_held(trail: Jobtrail) -> None:
+    submit(trail, 10)
+    active, standby = FlakyPublisher(), FlakyPublisher()
+    first = make_relay(trail, active, owner="relay-a", lease=30)
+    second = make_relay(trail, standby, owner="relay-b", lease=30)
+    first.step()
+    for _ in range(3):
+        assert second.step() == 0
+    assert standby.sent == [] and second.position is None
+    first.run(until_caught_up=True)  # a clean stop releases the lease
+    submit(trail, 2)
+    second.run(until_caught_up=True)
+    assert [e.position for e in standby.sent] == [11, 12]
+
+
+def test_a_relay_that_lost_its_lease_stops_publishing(trail: Jobtrail) -> None:
+    submit(trail, 10)
+    publisher = FlakyPublisher()
+    stalled = make_relay(trail, publisher, owner="relay-a", lease=0.05)
+    stalled.step()
+    threading.Event().wait(0.1)  # the lease runs out while relay-a "hangs"
+    taker = make_relay(trail, FlakyPublisher(), owner="relay-b", lease=30)
+    assert taker.step() == 3  # from the stored position 7
+    assert stalled.step() == 0 and stalled.position is None
+    assert len(publisher.sent) == 7
+
+
+def test_draining_publishes_what_is_in_the_log_then_stops(trail: Jobtrail) -> None:
+    submit(trail, 12)
+    publisher = FlakyPublisher()
+    relay = make_relay(trail, publisher)
+    relay.stop(drain=True)
+    relay.run()
+    assert len(publisher.sent) == 12
+    assert relay.positions.holder()[0] is None  # released on the way out
+
+
+def test_the_relay_command_explains_an_unreachable_broker_and_keeps_its_position(
+    sqlite_url: str,
+) -> None:
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        bootstrap = f"127.0.0.1:{closed.getsockname()[1]}"
+    env = {**os.environ, "JOBTRAIL_DATABASE_URL": sqlite_url, "PYTHONUNBUFFERED": "1"}
+    subprocess.run(
+        [sys.executable, "-m", "adapters.cli", "submit", "asset_image_generation"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    relay = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "adapters.cli",
+            "relay",
+            "--kafka",
+            bootstrap,
+            "--broker-timeout",
+            "0.5",
+            "--until-caught-up",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    assert relay.stdout is not None
+    for line in relay.stdout:
+        lines.append(line)
+        if "Retrying in" in line:
+            break
+    relay.send_signal(signal.SIGTERM)
+    rest, _ = relay.communicate(timeout=30)
+    output = "".join(lines) + rest
+    assert relay.returncode == 0, output
+    assert f"The Kafka broker at {bootstrap} is unreachable: KafkaTimeoutError" in output
+    assert "relay stopped at position 0" in output
