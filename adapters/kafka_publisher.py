@@ -1,7 +1,8 @@
 """Publishing events to the topic with kafka-python, acknowledged or not at all.
 
-`KafkaPublisher.publish(events)` returns only once the broker acknowledged every record
-(`acks="all"`, idempotent producer), and raises `BrokerUnavailable` otherwise. After any
+`KafkaPublisher.send(events)` starts sending; its acknowledgement's `wait()` returns only
+once the broker acknowledged every record (`acks="all"`, idempotent producer), and raises
+`BrokerUnavailable` otherwise. After any
 failure the producer is thrown away and a new one is built for the next attempt: an
 idempotent kafka-python 3.0.12 producer does not recover from an expired batch or a broker
 restart by itself (docs/kafka-notes.md).
@@ -58,19 +59,22 @@ class KafkaPublisher:
         self._producer: KafkaProducer | None = None
         self._topic_ready = False
 
-    def publish(self, events: Sequence[Event]) -> None:
-        """Send `events` and wait until the broker acknowledged all of them."""
+    def send(self, events: Sequence[Event]) -> KafkaAcknowledgement:
+        """Start sending `events`; wait on the result for the broker's acknowledgement."""
         try:
             producer = self._ready_producer()
             futures = [self._send(producer, event) for event in events]
-            producer.flush(timeout=self.settings.timeout)
-            for future in futures:
-                future.get(timeout=0)
         except KafkaError as error:
-            self._discard_producer()
-            raise BrokerUnavailable(bootstrap=self.settings.bootstrap, reason=_reason(error)) from (
-                error
-            )
+            raise self._unavailable(error) from error
+        return KafkaAcknowledgement(self, producer, futures)
+
+    def publish(self, events: Sequence[Event]) -> None:
+        """Send `events` and wait until the broker acknowledged all of them."""
+        self.send(events).wait()
+
+    def _unavailable(self, error: KafkaError) -> BrokerUnavailable:
+        self._discard_producer()
+        return BrokerUnavailable(bootstrap=self.settings.bootstrap, reason=_reason(error))
 
     def close(self) -> None:
         self._discard_producer(timeout=2.0)
@@ -100,6 +104,22 @@ class KafkaPublisher:
             # batch never flushes, so close() raises before it stops its network thread.
             log.debug("closing the old producer failed (%s); forcing its thread to stop", error)
             _force_close(producer)
+
+
+@dataclass
+class KafkaAcknowledgement:
+    publisher: KafkaPublisher
+    producer: KafkaProducer
+    futures: list[Any]
+
+    def wait(self) -> None:
+        """Return once every record is acknowledged; BrokerUnavailable when one was not."""
+        try:
+            self.producer.flush(timeout=self.publisher.settings.timeout)
+            for future in self.futures:
+                future.get(timeout=0)
+        except KafkaError as error:
+            raise self.publisher._unavailable(error) from error
 
 
 def ensure_topic(settings: KafkaSettings) -> None:

@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,11 +32,25 @@ from domain.ports import Clock, EventStore
 log = logging.getLogger(__name__)
 
 
+class Acknowledgement(Protocol):
+    def wait(self) -> None:
+        """Return once the broker acknowledged every event sent; raise BrokerUnavailable if not."""
+
+
 class Publisher(Protocol):
-    def publish(self, events: Sequence[Event]) -> None:
-        """Return once the broker acknowledged every event; raise BrokerUnavailable if not."""
+    def send(self, events: Sequence[Event]) -> Acknowledgement:
+        """Start sending `events`; the acknowledgement tells when the broker has them all."""
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """A batch sent but not yet acknowledged: the position is stored once it is."""
+
+    acknowledgement: Acknowledgement
+    last_position: int
+    count: int
 
 
 @dataclass(frozen=True)
@@ -43,8 +58,8 @@ class RelaySettings:
     batch: int = 2000
     lease: float = 10.0
     """Seconds a silent relay keeps the right to publish; a standby takes over after it."""
-    poll: float = 0.2
-    """Seconds between reads of the log when there was nothing new."""
+    poll: float = 0.05
+    """Seconds between reads of the log when there was nothing new (an indexed range read)."""
     max_backoff: float = 10.0
 
 
@@ -72,6 +87,8 @@ class Relay:
         """The acknowledged position while this relay holds the lease; None on standby."""
         self.caught_up = False
         """Whether the last read, made while holding the lease, found nothing new."""
+        self._renew_at = 0.0
+        self._in_flight: InFlight | None = None
         self._stop = threading.Event()
         self._draining = threading.Event()
         self._backoff = 0.0
@@ -110,33 +127,50 @@ class Relay:
         try:
             published = self._step()
         except (BrokerUnavailable, DatabaseUnavailable) as error:
+            self._in_flight = None  # sent again from the stored position
             self._wait_after(error)
             return 0
         except LostRelayLease as error:
             log.warning("%s Standing by.", error)
+            self._in_flight = None
             self.position = None
             return 0
         self._backoff = 0.0
         return published
 
     def _step(self) -> int:
+        """Read the next batch while the previous one is in flight, then store that one.
+
+        Reading, encoding and sending overlap the broker's acknowledgement of the batch
+        before; a failure drops both and the next step sends again from the stored position.
+        """
         self.caught_up = False
         if not self._hold_lease():
             return 0
         assert self.position is not None
-        events = self.store.read_after(self.position, self.settings.batch)
-        if not events:
-            self.caught_up = True
-            return 0
-        self.publisher.publish(events)
-        last = events[-1].position
-        assert last is not None
-        self.positions.save(self.owner, last, self.clock.now(), self._lease())
-        self.position = last
-        log.debug("published %d events up to position %d", len(events), last)
-        return len(events)
+        in_flight = self._in_flight
+        read_from = in_flight.last_position if in_flight else self.position
+        events = self.store.read_after(read_from, self.settings.batch)
+        if events:
+            last = events[-1].position
+            assert last is not None
+            self._in_flight = InFlight(self.publisher.send(events), last, len(events))
+        else:
+            self._in_flight = None
+        if in_flight is None:
+            self.caught_up = not events
+            return 0 if not events else self._step()
+        in_flight.acknowledgement.wait()
+        self.positions.save(self.owner, in_flight.last_position, self.clock.now(), self._lease())
+        self._renewed()
+        self.position = in_flight.last_position
+        log.debug("published %d events up to position %d", in_flight.count, self.position)
+        return in_flight.count
 
     def _hold_lease(self) -> bool:
+        """Whether this relay may publish; renews the lease once a third of it has passed."""
+        if self.position is not None and time.monotonic() < self._renew_at:
+            return True
         position = self.positions.acquire(self.owner, self.clock.now(), self._lease())
         if position is None:
             if self.position is not None:
@@ -146,7 +180,11 @@ class Relay:
         if self.position is None:
             log.info("relay %s publishing from position %d", self.owner, position)
         self.position = position
+        self._renewed()
         return True
+
+    def _renewed(self) -> None:
+        self._renew_at = time.monotonic() + self.settings.lease / 3
 
     def _wait_after(self, error: Exception) -> None:
         self._backoff = min(max(self._backoff * 2, 0.5), self.settings.max_backoff)
@@ -163,7 +201,7 @@ class Relay:
         if self.position is None:
             return
         with contextlib.suppress(DatabaseUnavailable):
-            self._hold_lease()
+            self._hold_lease()  # renews once a third of the lease has passed
 
     def _release(self) -> None:
         if self.position is None:
