@@ -39,6 +39,12 @@ def add_relay_options(parser: argparse.ArgumentParser) -> None:
         help="partitions of the topic when the relay creates it (default %(default)s)",
     )
     parser.add_argument(
+        "--batch",
+        type=positive_int,
+        default=RelaySettings().batch,
+        help="events read and sent per round (default %(default)s)",
+    )
+    parser.add_argument(
         "--broker-timeout",
         type=positive_float,
         default=10.0,
@@ -72,7 +78,7 @@ def relay_from_args(trail: Jobtrail, args: argparse.Namespace) -> Relay:
         partitions=args.partitions,
         timeout=args.broker_timeout,
     )
-    return trail.relay(kafka, RelaySettings(lease=args.relay_lease))
+    return trail.relay(kafka, RelaySettings(batch=args.batch, lease=args.relay_lease))
 
 
 def cmd_relay(trail: Jobtrail, args: argparse.Namespace) -> int:

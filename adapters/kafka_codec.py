@@ -9,7 +9,9 @@ The relay encodes with `encode`; consumers and replay decode with `decode`.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 from typing import Any
 
 from domain.errors import UndecodableMessage
@@ -20,6 +22,7 @@ from domain.events import (
     UnknownEventType,
     event_from_record,
     parse_time,
+    utc_iso,
 )
 
 HEADER_TYPE = "event_type"
@@ -64,16 +67,64 @@ class RawEvent:
 
 
 def encode(event: Event) -> Record:
-    value = json.dumps(event.envelope(), separators=(",", ":"), ensure_ascii=False)
+    return encode_fields(
+        event.position,
+        event.event_id,
+        event.job_id,
+        event.version,
+        event.type,
+        event.schema_version,
+        utc_iso(event.occurred_at),
+        _dumps(event.data()),
+        _dumps(event.metadata()),
+        event.prev_hash,
+        event.hash,
+    )
+
+
+def encode_fields(
+    position: int | None,
+    event_id: str,
+    job_id: str,
+    version: int,
+    type: str,
+    schema_version: int,
+    occurred_at: str,
+    data_json: str,
+    metadata_json: str,
+    prev_hash: str,
+    hash: str,
+) -> Record:
+    """The record of an event given as the log stores it: data and metadata as JSON text.
+
+    The relay reads events this way, so that publishing never parses and re-serialises
+    their data; `encode` goes through here too, so there is one layout of the envelope.
+    The fields are in `Event.envelope()`'s order.
+    """
+    value = (
+        f'{{"position":{"null" if position is None else int(position)},'
+        f'"event_id":{_quote(event_id)},"job_id":{_quote(job_id)},"version":{int(version)},'
+        f'"type":{_quote(type)},"schema_version":{int(schema_version)},'
+        f'"occurred_at":{_quote(occurred_at)},"data":{data_json},"metadata":{metadata_json},'
+        f'"prev_hash":{_quote(prev_hash)},"hash":{_quote(hash)}}}'
+    )
     return Record(
-        key=event.job_id.encode(),
+        key=job_id.encode(),
         value=value.encode(),
         headers=[
-            (HEADER_TYPE, event.type.encode()),
-            (HEADER_SCHEMA_VERSION, str(event.schema_version).encode()),
-            (HEADER_EVENT_ID, event.event_id.encode()),
+            (HEADER_TYPE, type.encode()),
+            (HEADER_SCHEMA_VERSION, str(schema_version).encode()),
+            (HEADER_EVENT_ID, event_id.encode()),
         ],
     )
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+_quote: Callable[[str], str] = encode_basestring
+"""A JSON string literal (the C encoder json.dumps uses for strings)."""
 
 
 def decode(value: bytes | None) -> Event | RawEvent:

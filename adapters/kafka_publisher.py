@@ -19,7 +19,7 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from adapters.kafka_codec import encode
+from adapters.kafka_codec import Record, encode
 from domain.errors import BrokerUnavailable
 from domain.events import Event
 
@@ -59,18 +59,21 @@ class KafkaPublisher:
         self._producer: KafkaProducer | None = None
         self._topic_ready = False
 
-    def send(self, events: Sequence[Event]) -> KafkaAcknowledgement:
-        """Start sending `events`; wait on the result for the broker's acknowledgement."""
+    def send(self, records: Sequence[Record]) -> KafkaAcknowledgement:
+        """Start sending `records`; wait on the result for the broker's acknowledgement."""
         try:
             producer = self._ready_producer()
-            futures = [self._send(producer, event) for event in events]
+            topic = self.settings.topic
+            futures = [
+                producer.send(topic, key=r.key, value=r.value, headers=r.headers) for r in records
+            ]
         except KafkaError as error:
             raise self._unavailable(error) from error
         return KafkaAcknowledgement(self, producer, futures)
 
     def publish(self, events: Sequence[Event]) -> None:
         """Send `events` and wait until the broker acknowledged all of them."""
-        self.send(events).wait()
+        self.send([encode(event) for event in events]).wait()
 
     def _unavailable(self, error: KafkaError) -> BrokerUnavailable:
         self._discard_producer()
@@ -78,12 +81,6 @@ class KafkaPublisher:
 
     def close(self) -> None:
         self._discard_producer(timeout=2.0)
-
-    def _send(self, producer: KafkaProducer, event: Event) -> Any:
-        record = encode(event)
-        return producer.send(
-            self.settings.topic, key=record.key, value=record.value, headers=record.headers
-        )
 
     def _ready_producer(self) -> KafkaProducer:
         if not self._topic_ready:

@@ -24,22 +24,28 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Protocol
 
+from adapters.kafka_codec import Record
 from adapters.relay_position import LostRelayLease, SqlRelayPosition
+from adapters.relay_source import LogRecord
 from domain.errors import BrokerUnavailable, DatabaseUnavailable
-from domain.events import Event
-from domain.ports import Clock, EventStore
+from domain.ports import Clock
 
 log = logging.getLogger(__name__)
 
 
+class RecordSource(Protocol):
+    def records_after(self, position: int, limit: int) -> list[LogRecord]:
+        """Up to `limit` records of the log after `position`, in position order."""
+
+
 class Acknowledgement(Protocol):
     def wait(self) -> None:
-        """Return once the broker acknowledged every event sent; raise BrokerUnavailable if not."""
+        """Return once the broker acknowledged every record sent; raise BrokerUnavailable if not."""
 
 
 class Publisher(Protocol):
-    def send(self, events: Sequence[Event]) -> Acknowledgement:
-        """Start sending `events`; the acknowledgement tells when the broker has them all."""
+    def send(self, records: Sequence[Record]) -> Acknowledgement:
+        """Start sending `records`; the acknowledgement tells when the broker has them all."""
 
     def close(self) -> None: ...
 
@@ -70,14 +76,14 @@ def default_owner() -> str:
 class Relay:
     def __init__(
         self,
-        store: EventStore,
+        source: RecordSource,
         positions: SqlRelayPosition,
         publisher: Publisher,
         clock: Clock,
         settings: RelaySettings | None = None,
         owner: str | None = None,
     ) -> None:
-        self.store = store
+        self.source = source
         self.positions = positions
         self.publisher = publisher
         self.clock = clock
@@ -150,11 +156,11 @@ class Relay:
         assert self.position is not None
         in_flight = self._in_flight
         read_from = in_flight.last_position if in_flight else self.position
-        events = self.store.read_after(read_from, self.settings.batch)
+        batch = self.source.records_after(read_from, self.settings.batch)
+        events = [item.record for item in batch]
         if events:
-            last = events[-1].position
-            assert last is not None
-            self._in_flight = InFlight(self.publisher.send(events), last, len(events))
+            acknowledgement = self.publisher.send(events)
+            self._in_flight = InFlight(acknowledgement, batch[-1].position, len(events))
         else:
             self._in_flight = None
         if in_flight is None:

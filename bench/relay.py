@@ -124,7 +124,9 @@ def consume_in_thread(
     bootstrap: str, topic: str, handler: Callable[[Event], None], stop: threading.Event
 ) -> threading.Thread:
     def run() -> None:
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10
+        )
         partitions = consumer.partitions_for_topic(topic) or set()
         consumer.assign([TopicPartition(topic, p) for p in partitions])
         consumer.seek_to_beginning()

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 import pytest
 
 from adapters.api import Jobtrail
+from adapters.kafka_codec import Record, decode
 from adapters.relay import Relay, RelaySettings
 from adapters.relay_position import SqlRelayPosition
+from adapters.relay_source import SqlRecordSource
 from domain.errors import BrokerUnavailable
 from domain.events import Event
 from domain.ports import SystemClock
@@ -48,12 +50,14 @@ class FlakyPublisher:
         self.sent: list[Event] = []
         self.attempts = 0
 
-    def send(self, events: Sequence[Event]) -> Acknowledged:
+    def send(self, records: Sequence[Record]) -> Acknowledged:
         """Takes the batch at once; the broker's answer comes with `wait()`, as with Kafka."""
         self.attempts += 1
         refused = self.failures > 0
         self.failures -= refused
-        return Acknowledged(self, list(events), refused)
+        events = [decode(record.value) for record in records]
+        assert all(isinstance(event, Event) for event in events)
+        return Acknowledged(self, events, refused)  # type: ignore[arg-type]
 
     def close(self) -> None:
         pass
@@ -64,7 +68,8 @@ def make_relay(
 ) -> Relay:
     positions = SqlRelayPosition(trail.engine, name="job-events")
     config = RelaySettings(**{"batch": 7, "poll": 0.01, "max_backoff": 0.05, **settings})  # type: ignore[arg-type]
-    return Relay(trail.store, positions, publisher, SystemClock(), config, owner=owner)
+    source = SqlRecordSource(trail.engine)
+    return Relay(source, positions, publisher, SystemClock(), config, owner=owner)
 
 
 def submit(trail: Jobtrail, count: int) -> None:

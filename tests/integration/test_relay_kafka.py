@@ -103,7 +103,9 @@ def test_a_relay_killed_mid_stream_and_restarted_loses_nothing(
 ) -> None:
     topic = unique_name("relay-kill")
     pg_trail.submit_many(MIXED * 50)
-    relay = start_cli_relay(cli_env, kafka_broker.bootstrap, topic)
+    pg_trail.worker(FAST).run()
+    pg_trail.submit_many(MIXED * 50)
+    relay = start_cli_relay(cli_env, kafka_broker.bootstrap, topic, "--batch", "10")
     positions = pg_trail.relay(KafkaSettings(kafka_broker.bootstrap, topic)).positions
     try:
         worker = threading.Thread(target=lambda: pg_trail.worker(FAST).run())

@@ -78,3 +78,14 @@ def test_a_version_that_is_not_a_number_is_refused() -> None:
 def test_a_known_type_with_a_bad_timestamp_is_refused() -> None:
     with pytest.raises(UndecodableMessage, match="not a jobtrail event envelope"):
         decode(envelope_of(every_event()[0], occurred_at="yesterday"))
+
+
+@pytest.mark.parametrize("event", every_event(), ids=lambda e: f"{e.job_id}-v{e.version}")
+def test_the_value_is_the_event_s_envelope(event: Event) -> None:
+    assert json.loads(encode(event).value) == event.envelope()
+
+
+def test_text_that_needs_escaping_survives() -> None:
+    event = every_event()[0]
+    tricky = replace(event, actor='ops "night" \\ shift\n✓', job_id='job-"1"')
+    assert json.loads(encode(tricky).value) == tricky.envelope()
