@@ -66,7 +66,7 @@ def stream_positions(
     query = select(t.c.position, t.c.hash).where(t.c.position > after).order_by(t.c.position)
     if upto is not None:
         query = query.where(t.c.position <= upto)
-    for position, event_hash in conn.execute(_streamed(query)).tuples():
+    for position, event_hash in conn.execute(_streamed(query)):
         yield int(position), str(event_hash)
 
 

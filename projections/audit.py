@@ -208,8 +208,12 @@ class _JobCheck:
         self.row: dict[str, Any] | None = None
         self.folding = True
 
-    def problem(self, kind: str, record: StoredEvent, reason: str) -> None:
-        self.problems.append(Problem(kind, reason, self.job_id, record.version, record.position))
+    def problem(
+        self, kind: str, record: StoredEvent, reason: str, version: int | None = None
+    ) -> None:
+        """A problem at ``record`` (``version``: the one it is about, when that is missing)."""
+        about = record.version if version is None else version
+        self.problems.append(Problem(kind, reason, self.job_id, about, record.position))
 
     def step(self, record: StoredEvent) -> None:
         previous = self.previous
@@ -256,6 +260,7 @@ class _JobCheck:
                 record,
                 f"{missing} missing: version {record.version} follows "
                 f"{previous.version if previous else 'nothing'}",
+                version=expected,
             )
         elif record.prev_hash != (previous.hash if previous else GENESIS_HASH):
             self.problem(
