@@ -24,6 +24,7 @@ from adapters.audit_store import (
     stream_records,
 )
 from adapters.database import is_postgres, translated_errors
+from domain.errors import StorageError
 from domain.events import utc_iso
 from domain.seals import Seal
 from projections.audit import (
@@ -136,7 +137,10 @@ def _replay(
             yield result.job_id, result.row
 
     if compare:
-        report.add(diff_rows(shadow(), stream_live_rows(conn, scope.job_id, scope.since), show))
+        try:
+            report.add(diff_rows(shadow(), stream_live_rows(conn, scope.job_id, scope.since), show))
+        except ValueError as error:  # job ids not in byte order: the merge cannot be trusted
+            raise StorageError(reason=str(error)) from error
     else:
         for _ in shadow():
             pass
