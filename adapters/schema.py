@@ -135,3 +135,16 @@ relay_position = Table(
     Column("updated_at", UtcDateTime, nullable=False),
 )
 """How far each relay has published (acknowledged by the broker), and who may publish now."""
+
+job_log_seals = Table(
+    "job_log_seals",
+    metadata,
+    Column("seal_id", Position, primary_key=True, autoincrement=True),
+    Column("position", Position, nullable=False),
+    Column("event_count", BigInteger, nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("sealed_at", UtcDateTime, nullable=False, server_default=func.current_timestamp()),
+    Column("actor", String(200), nullable=False),
+    sqlite_autoincrement=True,
+)
+"""Checkpoints of the whole log (`jobtrail seal`): append-only, checked by `jobtrail replay`."""

@@ -30,6 +30,20 @@ def parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text).astimezone(UTC)
 
 
+def canonical_json(envelope: dict[str, Any]) -> str:
+    """The text a hash covers: the envelope without position and hash, compact, keys sorted.
+
+    One definition for writing events and for auditing stored ones (replay hashes the
+    stored envelope as it is, so a field added to stored data is caught too).
+    """
+    covered = {k: v for k, v in envelope.items() if k not in _NOT_HASHED}
+    return json.dumps(covered, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def envelope_hash(envelope: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(envelope).encode()).hexdigest()
+
+
 @dataclass(frozen=True, kw_only=True)
 class Event:
     """What every event carries; subclasses add the fields of their transition."""
@@ -81,11 +95,10 @@ class Event:
 
     def canonical(self) -> str:
         """The text the hash covers: the envelope without its position and hash."""
-        covered = {k: v for k, v in self.envelope().items() if k not in _NOT_HASHED}
-        return json.dumps(covered, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return canonical_json(self.envelope())
 
     def compute_hash(self) -> str:
-        return hashlib.sha256(self.canonical().encode()).hexdigest()
+        return envelope_hash(self.envelope())
 
     def sealed(self) -> Self:
         """A copy of this event with its hash computed."""

@@ -1,0 +1,112 @@
+"""The pure checks of replay, on histories built by the domain itself."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from domain.events import Event
+from domain.seals import EMPTY_DIGEST, Seal, next_digest
+from projections.audit import StoredEvent, check_seals, verify_job
+from projections.job_table import fold
+from tests.unit.histories import ALL_HISTORIES
+
+
+def stored(events: list[Event], first_position: int = 1) -> list[StoredEvent]:
+    """The events as a database returns them (data through JSON, positions assigned)."""
+    return [
+        StoredEvent(
+            position=first_position + i,
+            event_id=e.event_id,
+            job_id=e.job_id,
+            version=e.version,
+            type=e.type,
+            schema_version=e.schema_version,
+            data=json.loads(json.dumps(e.data())),
+            metadata=e.metadata(),
+            occurred_at=e.occurred_at,
+            prev_hash=e.prev_hash,
+            hash=e.hash,
+        )
+        for i, e in enumerate(events)
+    ]
+
+
+@pytest.mark.parametrize("name", sorted(ALL_HISTORIES))
+def test_every_history_the_domain_makes_verifies_and_folds_like_the_projection(name: str) -> None:
+    events = ALL_HISTORIES[name]().pending
+    result = verify_job(stored(events))
+    assert result.problems == []
+    assert result.row == fold(events)
+
+
+def a_history() -> list[StoredEvent]:
+    longest = max((build().pending for build in ALL_HISTORIES.values()), key=len)
+    return stored(longest)
+
+
+def kinds(records: list[StoredEvent]) -> list[tuple[str, int | None]]:
+    return [(p.kind, p.version) for p in verify_job(records).problems]
+
+
+def test_an_extra_key_in_stored_data_breaks_the_hash() -> None:
+    records = a_history()
+    records[1] = records[1]._replace(data={**records[1].data, "note": "added later"})
+    assert kinds(records) == [("hash_mismatch", 2)]
+
+
+def test_a_resent_event_is_skipped_and_a_different_one_is_not() -> None:
+    records = a_history()
+    resent = [*records[:2], records[1], *records[2:]]
+    result = verify_job(resent)
+    assert (result.problems, result.duplicates) == ([], 1)
+    forged = records[1]._replace(event_id="other", hash="0" * 64)
+    assert kinds([*records[:2], forged, *records[2:]]) == [("duplicate_version", 2)]
+
+
+def test_a_wrong_attempt_is_reported() -> None:
+    records = a_history()
+    started = next(i for i, r in enumerate(records) if r.type == "JobStarted")
+    record = records[started]
+    records[started] = record._replace(data={**record.data, "attempt": 5})
+    assert ("attempt_mismatch", record.version) in kinds(records)
+
+
+def test_as_of_folds_the_prefix_of_a_history() -> None:
+    records = a_history()
+    moment = records[1].occurred_at
+    assert verify_job(records, as_of=moment).row == verify_job(records[:2]).row
+    assert verify_job(records, as_of=records[0].occurred_at.replace(year=2000)).row is None
+
+
+def entries(count: int) -> list[tuple[int, str]]:
+    return [(position, f"{position:064x}") for position in range(1, count + 1)]
+
+
+def seal_after(log: list[tuple[int, str]], seal_id: int = 1) -> Seal:
+    digest = EMPTY_DIGEST
+    for position, event_hash in log:
+        digest = next_digest(digest, position, event_hash)
+    return Seal(seal_id, log[-1][0], len(log), digest)
+
+
+def test_seals_catch_deleted_inserted_and_reordered_events() -> None:
+    log = entries(10)
+    seal = seal_after(log)
+    assert check_seals(log, [seal]).problems == []
+    cut = check_seals(log[:-1], [seal])  # the last sealed event deleted
+    assert "1 event(s) fewer" in cut.problems[0].reason
+    swapped = [log[1], log[0], *log[2:]]
+    assert "changed or reordered" in check_seals(swapped, [seal]).problems[0].reason
+    renumbered = [(p + 100 if p == 5 else p, h) for p, h in log]
+    assert check_seals(sorted(renumbered), [seal]).problems
+    grown = check_seals([*log[:5], (5, "f" * 64), *log[5:]], [seal])
+    assert "1 event(s) more" in grown.problems[0].reason
+
+
+def test_a_replay_can_start_from_a_trusted_seal() -> None:
+    log = entries(10)
+    first, second = seal_after(log[:4]), seal_after(log, seal_id=2)
+    check = check_seals(log[4:], [first, second], start=first)
+    assert (check.problems, check.seals, check.events) == ([], 1, 10)
