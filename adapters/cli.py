@@ -19,6 +19,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from adapters import cli_consume
 from adapters.api import Jobtrail, connect
 from adapters.config import Settings
 from domain.errors import InvalidCommand, JobtrailError
@@ -141,6 +142,7 @@ def parser() -> argparse.ArgumentParser:
     reap.add_argument("--interval", type=positive_float, default=1.0, help="seconds")
     reap.set_defaults(handler=cmd_reap)
 
+    cli_consume.add_commands(commands)
     demo = commands.add_parser("demo", help="a mixed batch of jobs run by workers, end to end")
     demo.set_defaults(handler=cmd_demo)
     return root
