@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from adapters import cli_audit
+from adapters import cli_audit, cli_consume
 from adapters.api import Jobtrail, connect
 from adapters.cli_args import job_types, positive_float, positive_int, stop_on_signals
 from adapters.cli_relay import add_commands as add_relay_commands
@@ -153,6 +153,7 @@ def parser() -> argparse.ArgumentParser:
     reap.set_defaults(handler=cmd_reap)
 
     add_relay_commands(commands)
+    cli_consume.add_commands(commands)
     cli_audit.add_commands(commands)
     demo = commands.add_parser("demo", help="a mixed batch of jobs run by workers, end to end")
     demo.set_defaults(handler=cmd_demo)

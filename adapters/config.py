@@ -9,6 +9,12 @@ DEFAULT_DATABASE_URL = "sqlite:///jobtrail.db"
 DEFAULT_KAFKA_BOOTSTRAP = "localhost:9092"
 DEFAULT_KAFKA_TOPIC = "job-events"
 
+DATABASE_URL_VAR = "JOBTRAIL_DATABASE_URL"
+KAFKA_BOOTSTRAP_VAR = "JOBTRAIL_KAFKA_BOOTSTRAP"
+KAFKA_TOPIC_VAR = "JOBTRAIL_KAFKA_TOPIC"
+VARIABLES = (DATABASE_URL_VAR, KAFKA_BOOTSTRAP_VAR, KAFKA_TOPIC_VAR)
+"""Every environment variable jobtrail reads (deployment files are checked against it)."""
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -19,7 +25,7 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         return cls(
-            database_url=os.environ.get("JOBTRAIL_DATABASE_URL", DEFAULT_DATABASE_URL),
-            kafka_bootstrap=os.environ.get("JOBTRAIL_KAFKA_BOOTSTRAP", DEFAULT_KAFKA_BOOTSTRAP),
-            kafka_topic=os.environ.get("JOBTRAIL_KAFKA_TOPIC", DEFAULT_KAFKA_TOPIC),
+            database_url=os.environ.get(DATABASE_URL_VAR, DEFAULT_DATABASE_URL),
+            kafka_bootstrap=os.environ.get(KAFKA_BOOTSTRAP_VAR, DEFAULT_KAFKA_BOOTSTRAP),
+            kafka_topic=os.environ.get(KAFKA_TOPIC_VAR, DEFAULT_KAFKA_TOPIC),
         )

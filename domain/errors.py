@@ -93,6 +93,14 @@ class BrokerUnavailable(JobtrailError):
     """The Kafka broker at {bootstrap} is unreachable: {reason}."""
 
 
+class BrokerRefused(JobtrailError):
+    """The Kafka broker at {bootstrap} refused the request: {reason}."""
+
+
+class EventHandlerFailed(JobtrailError):
+    """The event handler failed on {record} (job {job_id}, version {version}): {reason}."""
+
+
 # --------------------------------------------------------------------------- job errors
 
 

@@ -31,6 +31,8 @@ REQUIRED = os.environ.get("JOBTRAIL_REQUIRE_POSTGRES") == "1"
 KAFKA_REQUIRED = os.environ.get("JOBTRAIL_REQUIRE_KAFKA") == "1"
 RUN_ID = uuid.uuid4().hex[:8]
 
+pytest_plugins = ["tests.event_contract"]  # every appended event is checked against the schema
+
 
 def _admin() -> psycopg.Connection:
     return psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5)

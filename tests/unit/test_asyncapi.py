@@ -1,0 +1,76 @@
+"""The AsyncAPI document of the topic agrees with the code and with the JSON Schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator
+
+import adapters
+from adapters.kafka_codec import encode
+from domain.events import EVENT_TYPES
+from tests.unit.histories import completed
+
+SCHEMAS = Path(adapters.__file__).parent / "schemas"
+
+
+def document() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((SCHEMAS / "asyncapi.yaml").read_text())
+    return loaded
+
+
+def resolve(root: dict[str, Any], ref: str) -> Any:
+    """Follow a `file#/pointer` or `#/pointer` reference, relative to the schemas folder."""
+    file, _, pointer = ref.partition("#")
+    node: Any = json.loads((SCHEMAS / file).read_text()) if file else root
+    for part in filter(None, pointer.split("/")):
+        assert isinstance(node, dict) and part in node, f"{ref}: no {part!r}"
+        node = node[part]
+    return node
+
+
+def refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        own = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return own + [r for value in node.values() for r in refs(value)]
+    if isinstance(node, list):
+        return [r for value in node for r in refs(value)]
+    return []
+
+
+def test_it_is_asyncapi_3_with_one_message_per_event_type() -> None:
+    doc = document()
+    assert doc["asyncapi"] == "3.0.0"
+    [channel] = doc["channels"].values()
+    assert channel["address"] == "job-events"
+    assert set(channel["messages"]) == set(EVENT_TYPES)
+    assert {op["action"] for op in doc["operations"].values()} == {"send", "receive"}
+
+
+def test_every_reference_resolves() -> None:
+    doc = document()
+    found = refs(doc)
+    assert len(found) > len(EVENT_TYPES) * 2
+    for ref in found:
+        resolve(doc, ref)
+
+
+def test_each_message_payload_is_the_schema_of_its_own_event_type() -> None:
+    doc = document()
+    for name, message in doc["components"]["messages"].items():
+        payload = message["payload"]
+        assert payload["schemaFormat"] == "application/schema+json;version=draft-2020-12"
+        target = resolve(doc, payload["schema"]["$ref"])
+        assert target["properties"]["type"] == {"const": name}
+        assert target["properties"]["data"] == {"$ref": f"#/$defs/{name}Data"}
+
+
+def test_the_documented_headers_are_the_ones_the_codec_writes() -> None:
+    headers_schema = document()["components"]["messageTraits"]["jobEvent"]["headers"]
+    record = encode(completed().pending[-1])
+    headers = {name: value.decode() for name, value in record.headers}
+    assert set(headers) == set(headers_schema["properties"]) == set(headers_schema["required"])
+    assert list(Draft202012Validator(headers_schema).iter_errors(headers)) == []
