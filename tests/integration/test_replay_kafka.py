@@ -1,8 +1,7 @@
 """Replay of the Kafka topic agrees with replay of the database.
 
-The log's events are published here with a plain producer and the topic's codec (the relay
-will do this in production; this test is to be switched to the real relay), spread over
-three partitions so that records of different jobs interleave.
+The relay publishes the log to a topic of three partitions, so that records of different
+jobs interleave, and re-sends a few events as it would after a crash.
 """
 
 from __future__ import annotations
@@ -11,12 +10,12 @@ import json
 from typing import Any
 
 import pytest
-from kafka import KafkaProducer
-from kafka.admin import KafkaAdminClient, NewTopic
+from sqlalchemy import update
 
 from adapters.api import Jobtrail
 from adapters.cli import main
-from adapters.kafka_codec import encode
+from adapters.kafka_publisher import KafkaSettings
+from adapters.schema import relay_position
 from tests.integration.test_replay import DIFF_KINDS, make_log, replay, tamper
 from tests.kafka_broker import Broker, unique_name
 
@@ -24,17 +23,18 @@ pytestmark = pytest.mark.kafka
 
 
 def publish(trail: Jobtrail, broker: Broker, topic: str, resend: int = 0) -> int:
-    """Every event of the log, as stored, in position order; the first ``resend`` twice."""
-    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
-    admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
-    admin.close()
-    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+    """Run the relay over the whole log; then, as if its last save had been lost in a crash,
+    wind its stored position back by ``resend`` and run it again (those events go twice)."""
+    kafka = KafkaSettings(broker.bootstrap, topic, partitions=3)
+    trail.relay(kafka).run(until_caught_up=True)
     events = trail.store.read_after(0, limit=100_000)
-    for event in events + events[:resend]:
-        message = encode(event)
-        producer.send(topic, key=message.key, value=message.value, headers=message.headers)
-    producer.flush()
-    producer.close()
+    with trail.engine.begin() as conn:
+        conn.execute(
+            update(relay_position)
+            .where(relay_position.c.name == topic)
+            .values(position=relay_position.c.position - resend)
+        )
+    trail.relay(kafka).run(until_caught_up=True)
     return len(events)
 
 
