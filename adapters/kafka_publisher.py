@@ -11,6 +11,7 @@ restart by itself (docs/kafka-notes.md).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -110,11 +111,15 @@ class KafkaAcknowledgement:
     futures: list[Any]
 
     def wait(self) -> None:
-        """Return once every record is acknowledged; BrokerUnavailable when one was not."""
+        """Return once every record is acknowledged; BrokerUnavailable when one was not.
+
+        Waits on this batch's own futures, not `flush()`: a flush would also wait for the
+        batch sent after this one, which is meant to be in flight meanwhile.
+        """
+        deadline = time.monotonic() + self.publisher.settings.timeout
         try:
-            self.producer.flush(timeout=self.publisher.settings.timeout)
             for future in self.futures:
-                future.get(timeout=0)
+                future.get(timeout=max(deadline - time.monotonic(), 0.0))
         except KafkaError as error:
             raise self.publisher._unavailable(error) from error
 

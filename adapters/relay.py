@@ -61,7 +61,7 @@ class InFlight:
 
 @dataclass(frozen=True)
 class RelaySettings:
-    batch: int = 2000
+    batch: int = 5000
     lease: float = 10.0
     """Seconds a silent relay keeps the right to publish; a standby takes over after it."""
     poll: float = 0.05

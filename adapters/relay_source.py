@@ -8,35 +8,45 @@ Positions are gap-free in commit order (see sql_store), so "after P" misses noth
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Engine, Text, bindparam, cast, select
+from sqlalchemy import ColumnElement, Engine, Select, Text, bindparam, cast, literal_column, select
 
 from adapters.database import translated_errors
 from adapters.kafka_codec import Record, encode_fields
 from adapters.schema import job_events
-from domain.events import utc_iso
 
 E = job_events.c
 
-_AFTER = (
-    select(
-        E.position,
-        E.event_id,
-        E.job_id,
-        E.version,
-        E.type,
-        E.schema_version,
-        E.occurred_at,
-        cast(E.data, Text),
-        cast(E["metadata"], Text),
-        E.prev_hash,
-        E.hash,
+OCCURRED_AT_TEXT: dict[str, ColumnElement[str]] = {
+    # `utc_iso`'s form, written by the database so no row needs a datetime in Python
+    "postgresql": literal_column(
+        """to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
+    ),
+    # SQLite holds UTC as "YYYY-MM-DD HH:MM:SS.ffffff" (see schema.UtcDateTime)
+    "sqlite": literal_column("replace(occurred_at, ' ', 'T') || '+00:00'"),
+}
+
+
+def _after(dialect: str) -> Select[Any]:
+    return (
+        select(
+            E.position,
+            E.event_id,
+            E.job_id,
+            E.version,
+            E.type,
+            E.schema_version,
+            OCCURRED_AT_TEXT[dialect],
+            cast(E.data, Text),
+            cast(E["metadata"], Text),
+            E.prev_hash,
+            E.hash,
+        )
+        .where(E.position > bindparam("after"))
+        .order_by(E.position)
+        .limit(bindparam("limit"))
     )
-    .where(E.position > bindparam("after"))
-    .order_by(E.position)
-    .limit(bindparam("limit"))
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,37 +58,10 @@ class LogRecord:
 class SqlRecordSource:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._after = _after(engine.dialect.name)
 
     def records_after(self, position: int, limit: int) -> list[LogRecord]:
         """Up to `limit` records of the events after `position`, in position order."""
         with translated_errors(), self.engine.connect() as conn:
-            rows = conn.execute(_AFTER, {"after": position, "limit": limit}).all()
-        return [LogRecord(row[0], _record(*row)) for row in rows]
-
-
-def _record(
-    position: int,
-    event_id: str,
-    job_id: str,
-    version: int,
-    type: str,
-    schema_version: int,
-    occurred_at: datetime,
-    data: str,
-    metadata: str,
-    prev_hash: str,
-    hash: str,
-) -> Record:
-    return encode_fields(
-        position,
-        event_id,
-        job_id,
-        version,
-        type,
-        schema_version,
-        utc_iso(occurred_at),
-        data,
-        metadata,
-        prev_hash,
-        hash,
-    )
+            rows = conn.execute(self._after, {"after": position, "limit": limit}).all()
+        return [LogRecord(row[0], encode_fields(*row)) for row in rows]

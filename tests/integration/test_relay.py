@@ -6,6 +6,7 @@ failure can be placed exactly: what matters is what the relay stores and re-send
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 import pytest
 
 from adapters.api import Jobtrail
-from adapters.kafka_codec import Record, decode
+from adapters.kafka_codec import Record, decode, encode
 from adapters.relay import Relay, RelaySettings
 from adapters.relay_position import SqlRelayPosition
 from adapters.relay_source import SqlRecordSource
@@ -27,6 +28,7 @@ from domain.errors import BrokerUnavailable
 from domain.events import Event
 from domain.ports import SystemClock
 from domain.services import JobSpec
+from processors.worker import WorkerSettings
 from tests.helpers import event_count
 
 
@@ -195,3 +197,16 @@ def test_the_relay_command_explains_an_unreachable_broker_and_keeps_its_position
     assert relay.returncode == 0, output
     assert f"The Kafka broker at {bootstrap} is unreachable: KafkaTimeoutError" in output
     assert "relay stopped at position 0" in output
+
+
+def test_the_relay_s_records_are_exactly_the_encoded_events(trail: Jobtrail) -> None:
+    """The relay reads stored JSON text and splices it; the result must equal `encode`."""
+    trail.submit_many([JobSpec("asset_image_generation", {"note": 'quote " ✓', "n": 2.5})])
+    trail.worker(WorkerSettings(until_empty=True, poll_seconds=0.01)).run()
+    events = list(trail.store.read_all())
+    records = SqlRecordSource(trail.engine).records_after(0, 100)
+    assert [r.position for r in records] == [e.position for e in events]
+    for record, event in zip(records, events, strict=True):
+        assert json.loads(record.record.value) == json.loads(encode(event).value)
+        assert record.record.key == encode(event).key
+        assert record.record.headers == encode(event).headers
