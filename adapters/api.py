@@ -25,7 +25,7 @@ from adapters.job_queries import JobQueries, rebuild
 from adapters.kafka_publisher import KafkaPublisher, KafkaSettings
 from adapters.relay import Relay, RelaySettings
 from adapters.relay_position import SqlRelayPosition
-from adapters.relay_source import SqlRecordSource
+from adapters.relay_source import PrefetchingSource, SqlRecordSource
 from adapters.sql_queue import SqlJobQueue
 from adapters.sql_store import SqlEventStore
 from domain.errors import JobNotFound
@@ -74,7 +74,7 @@ class Jobtrail:
         """The relay publishing this database's log to `kafka.topic` (its position is per topic)."""
         positions = SqlRelayPosition(self.engine, name=kafka.topic)
         publisher = KafkaPublisher(kafka)
-        source = SqlRecordSource(self.engine)
+        source = PrefetchingSource(SqlRecordSource(self.engine))
         return Relay(source, positions, publisher, self.service.clock, settings, owner)
 
     def reaper(self) -> Reaper:

@@ -37,6 +37,8 @@ class RecordSource(Protocol):
     def records_after(self, position: int, limit: int) -> list[LogRecord]:
         """Up to `limit` records of the log after `position`, in position order."""
 
+    def close(self) -> None: ...
+
 
 class Acknowledgement(Protocol):
     def wait(self) -> None:
@@ -115,6 +117,7 @@ class Relay:
         finally:
             self._release()
             self.publisher.close()
+            self.source.close()
 
     def stop(self, drain: bool = False) -> None:
         """Stop now, or (`drain`) once everything already in the log is published."""

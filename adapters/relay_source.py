@@ -7,6 +7,7 @@ Positions are gap-free in commit order (see sql_store), so "after P" misses noth
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,8 +61,46 @@ class SqlRecordSource:
         self.engine = engine
         self._after = _after(engine.dialect.name)
 
+    def close(self) -> None:
+        pass
+
     def records_after(self, position: int, limit: int) -> list[LogRecord]:
         """Up to `limit` records of the events after `position`, in position order."""
         with translated_errors(), self.engine.connect() as conn:
             rows = conn.execute(self._after, {"after": position, "limit": limit}).all()
         return [LogRecord(row[0], encode_fields(*row)) for row in rows]
+
+
+class PrefetchingSource:
+    """Reads the next batch in a background thread while the relay sends the current one.
+
+    The database's part of a read (and the driver's, which releases the GIL) then overlaps
+    the producer's work. Only a non-empty prefetched batch is used, and only when the relay
+    asks for exactly the position it was read from; anything else (a resend after a
+    failure, a caught-up log) reads afresh, so a prefetch can be late but never wrong.
+    """
+
+    def __init__(self, source: SqlRecordSource) -> None:
+        self.source = source
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobtrail-prefetch")
+        self._pending: tuple[int, int, Future[list[LogRecord]]] | None = None
+
+    def records_after(self, position: int, limit: int) -> list[LogRecord]:
+        batch = self._prefetched(position, limit)
+        if not batch:
+            batch = self.source.records_after(position, limit)
+        if batch:
+            after = batch[-1].position
+            future = self._executor.submit(self.source.records_after, after, limit)
+            self._pending = (after, limit, future)
+        return batch
+
+    def close(self) -> None:
+        self._pending = None
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def _prefetched(self, position: int, limit: int) -> list[LogRecord]:
+        pending, self._pending = self._pending, None
+        if pending is None or pending[:2] != (position, limit):
+            return []
+        return pending[2].result()

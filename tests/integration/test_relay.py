@@ -23,7 +23,7 @@ from adapters.api import Jobtrail
 from adapters.kafka_codec import Record, decode, encode
 from adapters.relay import Relay, RelaySettings
 from adapters.relay_position import SqlRelayPosition
-from adapters.relay_source import SqlRecordSource
+from adapters.relay_source import PrefetchingSource, SqlRecordSource
 from domain.errors import BrokerUnavailable
 from domain.events import Event
 from domain.ports import SystemClock
@@ -70,7 +70,7 @@ def make_relay(
 ) -> Relay:
     positions = SqlRelayPosition(trail.engine, name="job-events")
     config = RelaySettings(**{"batch": 7, "poll": 0.01, "max_backoff": 0.05, **settings})  # type: ignore[arg-type]
-    source = SqlRecordSource(trail.engine)
+    source = PrefetchingSource(SqlRecordSource(trail.engine))  # as `connect().relay` wires it
     return Relay(source, positions, publisher, SystemClock(), config, owner=owner)
 
 
@@ -210,3 +210,20 @@ def test_the_relay_s_records_are_exactly_the_encoded_events(trail: Jobtrail) -> 
         assert json.loads(record.record.value) == json.loads(encode(event).value)
         assert record.record.key == encode(event).key
         assert record.record.headers == encode(event).headers
+
+
+def test_a_prefetched_batch_is_used_only_where_it_was_read_from(trail: Jobtrail) -> None:
+    submit(trail, 6)
+    source = PrefetchingSource(SqlRecordSource(trail.engine))
+    try:
+        assert [r.position for r in source.records_after(0, 3)] == [1, 2, 3]
+        assert [r.position for r in source.records_after(3, 3)] == [4, 5, 6]  # prefetched
+        # a resend from an earlier position reads afresh, whatever was prefetched
+        assert [r.position for r in source.records_after(1, 3)] == [2, 3, 4]
+        # an empty prefetch (caught up) is not trusted: what was appended since is read
+        assert source.records_after(6, 3) == []
+        source.records_after(3, 3)  # prefetches after 6: nothing yet
+        submit(trail, 2)
+        assert [r.position for r in source.records_after(6, 3)] == [7, 8]
+    finally:
+        source.close()
