@@ -7,12 +7,15 @@ loaded into (`Staging`), so every source is verified by the same code. Reads str
 
 from __future__ import annotations
 
+import itertools
+import json
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from psycopg.types.json import set_json_loads
 from sqlalchemy import (
     JSON,
     Column,
@@ -58,6 +61,44 @@ def _streamed(query: Select[Any]) -> Select[Any]:
     return query.execution_options(stream_results=True, yield_per=FETCH)
 
 
+_cursor_names = itertools.count(1)
+_SCAN: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def lean_json_loads(data: str | bytes) -> Any:
+    """``json.loads`` of a value PostgreSQL wrote, without its per-call wrapping.
+
+    The scanner is the one `json.loads` runs; anything it does not read to the end (leading
+    space, trailing data, invalid text) goes through `json.loads` itself, errors included.
+    """
+    text = data if isinstance(data, str) else data.decode()
+    try:
+        value, end = _SCAN(text, 0)
+    except StopIteration:
+        end = -1
+    return value if end == len(text) else json.loads(text)
+
+
+def _rows(conn: Connection, query: Select[Any]) -> Iterator[Sequence[Any]]:
+    """The rows of ``query``, streamed, as plain tuples.
+
+    On PostgreSQL a server-side cursor of the driver connection, in the caller's
+    transaction (its snapshot), with times in UTC and the lean JSON loader: replay reads
+    every event, and SQLAlchemy's per-row processing would cost about as much as the read.
+    """
+    if not is_postgres(conn):
+        yield from conn.execute(_streamed(query))
+        return
+    compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    conn.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")
+    driver = conn.connection.driver_connection
+    with driver.cursor(name=f"jobtrail_replay_{next(_cursor_names)}") as cursor:  # type: ignore[union-attr]
+        set_json_loads(lean_json_loads, cursor)
+        cursor.execute(str(compiled), compiled.params)
+        while rows := cursor.fetchmany(FETCH):
+            yield from rows
+
+
 def stream_positions(
     conn: Connection, tables: LogTables, after: int = 0, upto: int | None = None
 ) -> Iterator[tuple[int, str]]:
@@ -66,7 +107,7 @@ def stream_positions(
     query = select(t.c.position, t.c.hash).where(t.c.position > after).order_by(t.c.position)
     if upto is not None:
         query = query.where(t.c.position <= upto)
-    for position, event_hash in conn.execute(_streamed(query)):
+    for position, event_hash in _rows(conn, query):
         yield int(position), str(event_hash)
 
 
@@ -88,7 +129,7 @@ def stream_records(
     if since is not None:
         touched = select(t.c.job_id).where(t.c.position > since)
         query = query.where(t.c.job_id.in_(touched))
-    for row in conn.execute(_streamed(query)):
+    for row in _rows(conn, query):
         yield StoredEvent(*row)
 
 
@@ -100,7 +141,7 @@ def stream_in_position_order(
     query = select(*_record_columns(t)).order_by(t.c.position)
     if upto is not None:
         query = query.where(t.c.position <= upto)
-    for row in conn.execute(_streamed(query)):
+    for row in _rows(conn, query):
         yield StoredEvent(*row)
 
 
@@ -114,7 +155,7 @@ def stream_live_rows(
     if since is not None:
         touched = select(job_events.c.job_id).where(job_events.c.position > since)
         query = query.where(job.c.id.in_(touched))
-    for row in conn.execute(_streamed(query)):
+    for row in _rows(conn, query):
         values = dict(zip(COLUMNS, row, strict=True))
         yield LiveRow(values["id"], values)
 

@@ -28,7 +28,7 @@ from domain.events import (
     TERMINAL_EVENT_TYPES,
     Event,
     JobStarted,
-    envelope_hash,
+    covered_hash,
     event_from_record,
     utc_iso,
 )
@@ -52,8 +52,11 @@ class StoredEvent(NamedTuple):
     hash: str
 
     def envelope(self) -> dict[str, Any]:
+        return {**self.covered(), "position": self.position, "hash": self.hash}
+
+    def covered(self) -> dict[str, Any]:
+        """The envelope without position and hash: what the hash covers."""
         return {
-            "position": self.position,
             "event_id": self.event_id,
             "job_id": self.job_id,
             "version": self.version,
@@ -63,7 +66,6 @@ class StoredEvent(NamedTuple):
             "data": self.data,
             "metadata": self.metadata,
             "prev_hash": self.prev_hash,
-            "hash": self.hash,
         }
 
 
@@ -222,7 +224,7 @@ class _JobCheck:
             return
         self.events += 1
         self._check_place(record, previous)
-        if envelope_hash(record.envelope()) != record.hash:
+        if covered_hash(record.covered()) != record.hash:
             self.problem(
                 "hash_mismatch",
                 record,
