@@ -115,11 +115,30 @@ def _record_columns(t: Table) -> tuple[Any, ...]:
     return tuple(t.c[name] for name in StoredEvent._fields)
 
 
+@dataclass(frozen=True)
+class JobRange:
+    """Job ids from ``lower`` (included) to ``upper`` (excluded); None: unbounded."""
+
+    lower: str | None = None
+    upper: str | None = None
+
+    def restrict(self, query: Select[Any], column: Any) -> Select[Any]:
+        if self.lower is not None:
+            query = query.where(column >= self.lower)
+        if self.upper is not None:
+            query = query.where(column < self.upper)
+        return query
+
+
+EVERY_JOB = JobRange()
+
+
 def stream_records(
     conn: Connection,
     tables: LogTables,
     job_id: str | None = None,
     since: int | None = None,
+    jobs: JobRange = EVERY_JOB,
 ) -> Iterator[StoredEvent]:
     """The events of every job (or one, or those touched after ``since``), by job and version."""
     t = tables.events
@@ -129,6 +148,7 @@ def stream_records(
     if since is not None:
         touched = select(t.c.job_id).where(t.c.position > since)
         query = query.where(t.c.job_id.in_(touched))
+    query = jobs.restrict(query, t.c.job_id)
     for row in _rows(conn, query):
         yield StoredEvent(*row)
 
@@ -146,7 +166,10 @@ def stream_in_position_order(
 
 
 def stream_live_rows(
-    conn: Connection, job_id: str | None = None, since: int | None = None
+    conn: Connection,
+    job_id: str | None = None,
+    since: int | None = None,
+    jobs: JobRange = EVERY_JOB,
 ) -> Iterator[LiveRow]:
     """Rows of the live `job` table in id order, restricted like `stream_records`."""
     query = select(*(job.c[name] for name in COLUMNS)).order_by(job.c.id)
@@ -155,6 +178,7 @@ def stream_live_rows(
     if since is not None:
         touched = select(job_events.c.job_id).where(job_events.c.position > since)
         query = query.where(job.c.id.in_(touched))
+    query = jobs.restrict(query, job.c.id)
     for row in _rows(conn, query):
         values = dict(zip(COLUMNS, row, strict=True))
         yield LiveRow(values["id"], values)
@@ -168,6 +192,19 @@ def read_seals(conn: Connection, tables: LogTables) -> list[Seal]:
         s.c.position, s.c.seal_id
     )
     return [Seal(*row) for row in conn.execute(query)]
+
+
+def split_jobs(conn: Connection, parts: int) -> list[JobRange]:
+    """About equal ranges of the live `job` table's ids, covering every possible id.
+
+    Only the balance between the ranges depends on the table: jobs it lacks still fall in
+    a range (the first and the last are open-ended).
+    """
+    tile = func.ntile(parts).over(order_by=job.c.id).label("tile")
+    tiles = select(job.c.id, tile).subquery()
+    firsts = select(func.min(tiles.c.id)).group_by(tiles.c.tile).order_by(tiles.c.tile)
+    bounds: list[str | None] = [None, *list(conn.execute(firsts).scalars())[1:], None]
+    return [JobRange(lower, upper) for lower, upper in itertools.pairwise(bounds)]
 
 
 def count_events(conn: Connection, tables: LogTables) -> int:

@@ -450,6 +450,22 @@ class Report:
         self.duplicates += result.duplicates
         self.add(result.problems)
 
+    def merge(self, part: Report) -> None:
+        """Add the report of a part of the log that follows everything added so far.
+
+        Each part lists its first problems and counts all of them, so parts merged in log
+        order give the report one pass over the whole log would.
+        """
+        self.events += part.events
+        self.jobs += part.jobs
+        self.duplicates += part.duplicates
+        self.rows_compared += part.rows_compared
+        self.notes.extend(part.notes)
+        self.seals = part.seals or self.seals
+        self.counts.update(part.counts)
+        room = max(self.max_problems - len(self.problems), 0)
+        self.problems.extend(part.problems[:room])
+
     @property
     def problem_count(self) -> int:
         return sum(self.counts.values())
