@@ -7,12 +7,15 @@ loaded into (`Staging`), so every source is verified by the same code. Reads str
 
 from __future__ import annotations
 
+import itertools
+import json
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from psycopg.types.json import set_json_loads
 from sqlalchemy import (
     JSON,
     Column,
@@ -58,6 +61,44 @@ def _streamed(query: Select[Any]) -> Select[Any]:
     return query.execution_options(stream_results=True, yield_per=FETCH)
 
 
+_cursor_names = itertools.count(1)
+_SCAN: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def lean_json_loads(data: str | bytes) -> Any:
+    """``json.loads`` of a value PostgreSQL wrote, without its per-call wrapping.
+
+    The scanner is the one `json.loads` runs; anything it does not read to the end (leading
+    space, trailing data, invalid text) goes through `json.loads` itself, errors included.
+    """
+    text = data if isinstance(data, str) else data.decode()
+    try:
+        value, end = _SCAN(text, 0)
+    except StopIteration:
+        end = -1
+    return value if end == len(text) else json.loads(text)
+
+
+def _rows(conn: Connection, query: Select[Any]) -> Iterator[Sequence[Any]]:
+    """The rows of ``query``, streamed, as plain tuples.
+
+    On PostgreSQL a server-side cursor of the driver connection, in the caller's
+    transaction (its snapshot), with times in UTC and the lean JSON loader: replay reads
+    every event, and SQLAlchemy's per-row processing would cost about as much as the read.
+    """
+    if not is_postgres(conn):
+        yield from conn.execute(_streamed(query))
+        return
+    compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    conn.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")
+    driver = conn.connection.driver_connection
+    with driver.cursor(name=f"jobtrail_replay_{next(_cursor_names)}") as cursor:  # type: ignore[union-attr]
+        set_json_loads(lean_json_loads, cursor)
+        cursor.execute(str(compiled), compiled.params)
+        while rows := cursor.fetchmany(FETCH):
+            yield from rows
+
+
 def stream_positions(
     conn: Connection, tables: LogTables, after: int = 0, upto: int | None = None
 ) -> Iterator[tuple[int, str]]:
@@ -66,7 +107,7 @@ def stream_positions(
     query = select(t.c.position, t.c.hash).where(t.c.position > after).order_by(t.c.position)
     if upto is not None:
         query = query.where(t.c.position <= upto)
-    for position, event_hash in conn.execute(_streamed(query)):
+    for position, event_hash in _rows(conn, query):
         yield int(position), str(event_hash)
 
 
@@ -74,11 +115,30 @@ def _record_columns(t: Table) -> tuple[Any, ...]:
     return tuple(t.c[name] for name in StoredEvent._fields)
 
 
+@dataclass(frozen=True)
+class JobRange:
+    """Job ids from ``lower`` (included) to ``upper`` (excluded); None: unbounded."""
+
+    lower: str | None = None
+    upper: str | None = None
+
+    def restrict(self, query: Select[Any], column: Any) -> Select[Any]:
+        if self.lower is not None:
+            query = query.where(column >= self.lower)
+        if self.upper is not None:
+            query = query.where(column < self.upper)
+        return query
+
+
+EVERY_JOB = JobRange()
+
+
 def stream_records(
     conn: Connection,
     tables: LogTables,
     job_id: str | None = None,
     since: int | None = None,
+    jobs: JobRange = EVERY_JOB,
 ) -> Iterator[StoredEvent]:
     """The events of every job (or one, or those touched after ``since``), by job and version."""
     t = tables.events
@@ -88,7 +148,8 @@ def stream_records(
     if since is not None:
         touched = select(t.c.job_id).where(t.c.position > since)
         query = query.where(t.c.job_id.in_(touched))
-    for row in conn.execute(_streamed(query)):
+    query = jobs.restrict(query, t.c.job_id)
+    for row in _rows(conn, query):
         yield StoredEvent(*row)
 
 
@@ -100,12 +161,15 @@ def stream_in_position_order(
     query = select(*_record_columns(t)).order_by(t.c.position)
     if upto is not None:
         query = query.where(t.c.position <= upto)
-    for row in conn.execute(_streamed(query)):
+    for row in _rows(conn, query):
         yield StoredEvent(*row)
 
 
 def stream_live_rows(
-    conn: Connection, job_id: str | None = None, since: int | None = None
+    conn: Connection,
+    job_id: str | None = None,
+    since: int | None = None,
+    jobs: JobRange = EVERY_JOB,
 ) -> Iterator[LiveRow]:
     """Rows of the live `job` table in id order, restricted like `stream_records`."""
     query = select(*(job.c[name] for name in COLUMNS)).order_by(job.c.id)
@@ -114,7 +178,8 @@ def stream_live_rows(
     if since is not None:
         touched = select(job_events.c.job_id).where(job_events.c.position > since)
         query = query.where(job.c.id.in_(touched))
-    for row in conn.execute(_streamed(query)):
+    query = jobs.restrict(query, job.c.id)
+    for row in _rows(conn, query):
         values = dict(zip(COLUMNS, row, strict=True))
         yield LiveRow(values["id"], values)
 
@@ -127,6 +192,19 @@ def read_seals(conn: Connection, tables: LogTables) -> list[Seal]:
         s.c.position, s.c.seal_id
     )
     return [Seal(*row) for row in conn.execute(query)]
+
+
+def split_jobs(conn: Connection, parts: int) -> list[JobRange]:
+    """About equal ranges of the live `job` table's ids, covering every possible id.
+
+    Only the balance between the ranges depends on the table: jobs it lacks still fall in
+    a range (the first and the last are open-ended).
+    """
+    tile = func.ntile(parts).over(order_by=job.c.id).label("tile")
+    tiles = select(job.c.id, tile).subquery()
+    firsts = select(func.min(tiles.c.id)).group_by(tiles.c.tile).order_by(tiles.c.tile)
+    bounds: list[str | None] = [None, *list(conn.execute(firsts).scalars())[1:], None]
+    return [JobRange(lower, upper) for lower, upper in itertools.pairwise(bounds)]
 
 
 def count_events(conn: Connection, tables: LogTables) -> int:

@@ -24,6 +24,7 @@ from adapters.audit_sources import Loaded, export, load_file, load_topic
 from adapters.audit_store import append_seal
 from adapters.config import Settings
 from adapters.replay import Scope, replay_database, replay_staged, show
+from adapters.replay_workers import MAX_WORKERS
 from domain.errors import InvalidJobId
 from domain.events import utc_iso
 from domain.ids import parse_job_id
@@ -73,6 +74,12 @@ def add_commands(commands: Any) -> None:
         help="kafka: stop reading after this many seconds without a record",
     )
     replay.add_argument("--max-problems", type=int, default=10_000, help="problems listed")
+    replay.add_argument(
+        "--workers",
+        type=workers_arg,
+        metavar="N",
+        help="processes verifying a PostgreSQL log (default: by the log's size and the cores)",
+    )
     replay.add_argument("--json", action="store_true")
     replay.set_defaults(handler=cmd_replay)
 
@@ -126,6 +133,13 @@ def position_arg(text: str) -> int:
     return value
 
 
+def workers_arg(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"workers are 1 to {MAX_WORKERS}, not {value}")
+    return value
+
+
 def time_arg(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text)
@@ -150,6 +164,7 @@ def cmd_replay(trail: Jobtrail, args: argparse.Namespace) -> int:
                 on_row=rows,
                 progress=progress,
                 max_problems=args.max_problems,
+                workers=args.workers,
             )
         else:
             report = _replay_elsewhere(args, scope, rows, progress)

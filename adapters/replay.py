@@ -15,7 +15,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from adapters.audit_store import (
+    EVERY_JOB,
     LIVE,
+    JobRange,
     LogTables,
     count_events,
     read_seals,
@@ -77,7 +79,15 @@ def replay_database(
     on_row: RowSink | None = None,
     progress: Progress | None = None,
     max_problems: int = 10_000,
+    workers: int | None = None,
 ) -> Report:
+    """Replay the database's log.
+
+    ``workers``: processes verifying histories (PostgreSQL, whole log or ``since``, no
+    ``on_row``); None picks by the log's size. The report does not depend on it.
+    """
+    from adapters.replay_workers import default_workers, replay_in_parallel  # imports this
+
     report = Report(source="db", scope=scope.as_dict(), max_problems=max_problems)
     snapshot = {"isolation_level": "REPEATABLE READ"} if is_postgres(engine) else {}
     with (
@@ -85,7 +95,12 @@ def replay_database(
         engine.connect().execution_options(**snapshot) as conn,
         conn.begin(),
     ):
-        _replay(conn, LIVE, report, scope, live=True, on_row=on_row, progress=progress)
+        parallel = is_postgres(engine) and scope.job_id is None and on_row is None
+        count = (workers or default_workers(conn)) if parallel else 1
+        if count > 1:
+            replay_in_parallel(conn, report, scope, count, progress)
+        else:
+            _replay(conn, LIVE, report, scope, live=True, on_row=on_row, progress=progress)
     return report
 
 
@@ -118,10 +133,28 @@ def _replay(
     progress: Progress | None,
 ) -> SealCheck | None:
     total = count_events(conn, tables) if progress else None
-    check = _seal_pass(conn, tables, report, scope, progress, total)
+    check = seal_pass(conn, tables, report, scope, progress, total)
+    histories(conn, tables, report, scope, live=live, on_row=on_row, progress=progress, total=total)
+    add_notes(report, scope, live=live)
+    return check
+
+
+def histories(
+    conn: Connection,
+    tables: LogTables,
+    report: Report,
+    scope: Scope,
+    *,
+    live: bool,
+    on_row: RowSink | None = None,
+    progress: Progress | None = None,
+    total: int | None = None,
+    jobs: JobRange = EVERY_JOB,
+) -> None:
+    """Verify the histories of the jobs in ``jobs``, and diff their rows with the live table."""
     results = (
         verify_job(records, scope.as_of)
-        for records in group_by_job(stream_records(conn, tables, scope.job_id, scope.since))
+        for records in group_by_job(stream_records(conn, tables, scope.job_id, scope.since, jobs))
     )
     compare = live and scope.as_of is None
 
@@ -136,14 +169,20 @@ def _replay(
                 report.rows_compared += 1
             yield result.job_id, result.row
 
-    if compare:
-        try:
-            report.add(diff_rows(shadow(), stream_live_rows(conn, scope.job_id, scope.since), show))
-        except ValueError as error:  # job ids not in byte order: the merge cannot be trusted
-            raise StorageError(reason=str(error)) from error
-    else:
+    if not compare:
         for _ in shadow():
             pass
+        return
+    live_rows = stream_live_rows(conn, scope.job_id, scope.since, jobs)
+    try:
+        report.add(diff_rows(shadow(), live_rows, show))
+    except ValueError as error:  # job ids not in byte order: the merge cannot be trusted
+        raise StorageError(reason=str(error)) from error
+
+
+def add_notes(report: Report, scope: Scope, *, live: bool) -> None:
+    """What the report says about its scope, after the histories."""
+    if not live or scope.as_of is not None:
         report.notes.append(
             "job table: the rows as of the given time were printed, not compared"
             if scope.as_of
@@ -153,10 +192,9 @@ def _replay(
         report.notes.append(
             f"histories: only jobs with events after position {scope.since}, checked in full"
         )
-    return check
 
 
-def _seal_pass(
+def seal_pass(
     conn: Connection,
     tables: LogTables,
     report: Report,

@@ -9,9 +9,11 @@ appending through the store and gives the same tables.
 
 Then, in the same run: a raw streaming read of the whole `job_events` table (psycopg 3
 server-side cursor, 5000 rows per fetch, ordered by job and version as replay's main pass
-is, and a plain sequential scan), and `replay_database` (seal pass, every history, the
-rebuilt rows diffed with the live table). Peak memory (VmHWM) of a replay is measured in a
-fresh subprocess for a small and for the large log.
+is, and a plain sequential scan; the same ordered read with replay's JSON loader as well),
+and `replay_database` (seal pass, every history, the rebuilt rows diffed with the live
+table) with its default worker processes and with one process. Peak memory (VmHWM) of a
+replay is measured in a fresh subprocess for a small and for the large log: the replaying
+process, and the largest of its workers.
 
     python -m bench.replay [--events 1000000] [--small 100000]
 """
@@ -20,14 +22,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 from collections.abc import Iterator
 from functools import partial
 
 import psycopg
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Jsonb, set_json_loads
 
+from adapters.audit_store import lean_json_loads
 from bench.common import (
     PostgresDatabase,
     heading,
@@ -129,14 +133,21 @@ def make_database(database: PostgresDatabase, events: int) -> tuple[int, int]:
 # ---------------------------------------------------------------------- replay
 
 
-def run_replay(url: str) -> dict[str, object]:
-    """One replay of the database at ``url``; the report's counts and this process's peak."""
+def run_replay(url: str, workers: int | None = None) -> dict[str, object]:
+    """One replay of the database at ``url``; the report's counts and the peaks of memory.
+
+    ``workers`` None: as `jobtrail replay` picks them. The workers' peak is the largest one
+    (``RUSAGE_CHILDREN``: the children this process waited for).
+    """
     from adapters.api import connect
     from adapters.replay import Scope, replay_database
+    from adapters.replay_workers import default_workers
 
     trail = connect(url)
     try:
-        report = replay_database(trail.engine, Scope())
+        with trail.engine.connect() as conn:
+            used = workers or default_workers(conn)
+        report = replay_database(trail.engine, Scope(), workers=used)
     finally:
         trail.close()
     return {
@@ -144,7 +155,11 @@ def run_replay(url: str) -> dict[str, object]:
         "events": report.events,
         "jobs": report.jobs,
         "problems": report.problem_count,
+        "workers": used,
         "peak_rss_kib": peak_rss_kib(),
+        "worker_peak_rss_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        if used > 1
+        else 0,
     }
 
 
@@ -159,18 +174,36 @@ def replay_in_subprocess(url: str) -> dict[str, object]:
     return result
 
 
-def time_large(database: PostgresDatabase, events: int) -> dict[str, float]:
+def time_large(database: PostgresDatabase, events: int) -> tuple[dict[str, float], int]:
+    """Seconds of the raw reads and of the replays (peer reads first and last), and workers."""
     timings: dict[str, float] = {}
     with psycopg.connect(database.conninfo) as conn:
         stream(conn, SEQ_SCAN_READ)  # warm-up: the heap into the caches, untimed
-        for label, query in (("ordered", ORDERED_READ), ("seq scan", SEQ_SCAN_READ)):
-            rows, timings[label] = measure(partial(stream, conn, query))
-            if rows != events:
-                raise RuntimeError(f"{label}: read {rows} of {events} events")
+        _read(conn, "ordered", ORDERED_READ, events, timings)
+        _read(conn, "seq scan", SEQ_SCAN_READ, events, timings)
+        set_json_loads(lean_json_loads, conn)
+        _read(conn, "ordered, replay's JSON loader", ORDERED_READ, events, timings)
+        set_json_loads(json.loads, conn)
     result, timings["replay"] = measure(partial(run_replay, database.url))
+    _check(result, events)
+    single, timings["replay, 1 process"] = measure(partial(run_replay, database.url, 1))
+    _check(single, events)
+    with psycopg.connect(database.conninfo) as conn:
+        _read(conn, "ordered (again, after the replays)", ORDERED_READ, events, timings)
+    return timings, int(result["workers"])  # type: ignore[call-overload]
+
+
+def _read(
+    conn: psycopg.Connection, label: str, query: str, events: int, timings: dict[str, float]
+) -> None:
+    rows, timings[label] = measure(partial(stream, conn, query))
+    if rows != events:
+        raise RuntimeError(f"{label}: read {rows} of {events} events")
+
+
+def _check(result: dict[str, object], events: int) -> None:
     if not result["clean"] or result["events"] != events:
         raise SystemExit(f"replay of the generated log is not clean: {result}")
-    return timings
 
 
 # ---------------------------------------------------------------------- the run
@@ -190,7 +223,7 @@ def main() -> None:
     with temp_postgres() as small, temp_postgres() as large:
         (small_events, _), build_small = measure(partial(make_database, small, args.small))
         (events, jobs), build = measure(partial(make_database, large, args.events))
-        timings = time_large(large, events)
+        timings, workers = time_large(large, events)
         memory_small = replay_in_subprocess(small.url)
         memory_large = replay_in_subprocess(large.url)
     heading(f"PostgreSQL replay: {events:,} events of {jobs:,} jobs")
@@ -199,24 +232,31 @@ def main() -> None:
         f"{rate(events, build):,.0f} events/s",
         f"{build:.1f} s",
     )
-    row(
-        "jobtrail replay (seals, histories, diff)",
-        f"{rate(events, timings['replay']):,.0f} events/s",
-        f"{timings['replay']:.1f} s",
-    )
-    for label in ("ordered", "seq scan"):
+    for label in (f"replay, {workers} worker processes", "replay, 1 process"):
+        seconds = timings["replay" if "worker" in label else label]
+        row(f"jobtrail {label}", f"{rate(events, seconds):,.0f} events/s", f"{seconds:.1f} s")
+    peers = [label for label in timings if not label.startswith("replay")]
+    for label in peers:
         row(
             f"raw streaming read, {label}",
             f"{rate(events, timings[label]):,.0f} rows/s",
             f"{timings[label]:.1f} s",
         )
-    for label in ("ordered", "seq scan"):
+    for label in peers:
         row(
             f"replay / raw read, {label}", ratio(timings[label], timings["replay"]), "target >= 0.6"
         )
-    heading("peak RSS of a replay, each in a fresh process")
-    row(f"{small_events:,} events", mib(float(memory_small["peak_rss_kib"])))  # type: ignore[arg-type]
-    row(f"{events:,} events", mib(float(memory_large["peak_rss_kib"])))  # type: ignore[arg-type]
+    row(
+        "replay, 1 process / raw read, ordered",
+        ratio(timings["ordered"], timings["replay, 1 process"]),
+    )
+    heading("peak RSS of a replay, each in a fresh process (replaying process; largest worker)")
+    for count, memory in ((small_events, memory_small), (events, memory_large)):
+        row(
+            f"{count:,} events, {memory['workers']} worker(s)",
+            mib(float(memory["peak_rss_kib"])),  # type: ignore[arg-type]
+            f"largest worker {mib(float(memory['worker_peak_rss_kib']))}",  # type: ignore[arg-type]
+        )
     print(f"  (small log built in {build_small:.1f} s)")
     machine_load("end")
 

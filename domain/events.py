@@ -30,18 +30,27 @@ def parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text).astimezone(UTC)
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+"""What ``json.dumps(..., sort_keys=True, separators=(",", ":"), ensure_ascii=False)`` builds
+on every call, built once (replay hashes every event of the log)."""
+
+
 def canonical_json(envelope: dict[str, Any]) -> str:
     """The text a hash covers: the envelope without position and hash, compact, keys sorted.
 
     One definition for writing events and for auditing stored ones (replay hashes the
     stored envelope as it is, so a field added to stored data is caught too).
     """
-    covered = {k: v for k, v in envelope.items() if k not in _NOT_HASHED}
-    return json.dumps(covered, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode({k: v for k, v in envelope.items() if k not in _NOT_HASHED})
 
 
 def envelope_hash(envelope: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical_json(envelope).encode()).hexdigest()
+    return covered_hash({k: v for k, v in envelope.items() if k not in _NOT_HASHED})
+
+
+def covered_hash(covered: dict[str, Any]) -> str:
+    """The hash of an envelope given without its position and hash (replay's hot path)."""
+    return hashlib.sha256(_CANONICAL.encode(covered).encode()).hexdigest()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -271,8 +280,12 @@ def event_from_record(
         cls = EVENT_TYPES[type]
     except KeyError:
         raise UnknownEventType(type) from None
-    own = {f.name: f for f in _own_fields(cls)}
-    decoded = {k: _from_json(v, own[k].type) for k, v in data.items() if k in own}
+    own, times = _decoding(cls)
+    decoded = {
+        k: (parse_time(v) if v is not None and k in times else v)
+        for k, v in data.items()
+        if k in own
+    }
     return cls(
         job_id=job_id,
         version=version,
@@ -300,11 +313,19 @@ def _own_fields(cls: type[Event]) -> tuple[Any, ...]:
     return _OWN_FIELDS[cls]
 
 
+_DECODING: dict[type[Event], tuple[frozenset[str], frozenset[str]]] = {}
+
+
+def _decoding(cls: type[Event]) -> tuple[frozenset[str], frozenset[str]]:
+    """A subclass's own field names, and those holding a time (cached: replay's hot path)."""
+    if cls not in _DECODING:
+        own = _own_fields(cls)
+        _DECODING[cls] = (
+            frozenset(f.name for f in own),
+            frozenset(f.name for f in own if "datetime" in str(f.type)),
+        )
+    return _DECODING[cls]
+
+
 def _to_json(value: Any) -> Any:
     return utc_iso(value) if isinstance(value, datetime) else value
-
-
-def _from_json(value: Any, annotation: Any) -> Any:
-    if value is not None and "datetime" in str(annotation):
-        return parse_time(value)
-    return value

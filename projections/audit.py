@@ -28,7 +28,7 @@ from domain.events import (
     TERMINAL_EVENT_TYPES,
     Event,
     JobStarted,
-    envelope_hash,
+    covered_hash,
     event_from_record,
     utc_iso,
 )
@@ -52,8 +52,11 @@ class StoredEvent(NamedTuple):
     hash: str
 
     def envelope(self) -> dict[str, Any]:
+        return {**self.covered(), "position": self.position, "hash": self.hash}
+
+    def covered(self) -> dict[str, Any]:
+        """The envelope without position and hash: what the hash covers."""
         return {
-            "position": self.position,
             "event_id": self.event_id,
             "job_id": self.job_id,
             "version": self.version,
@@ -63,7 +66,6 @@ class StoredEvent(NamedTuple):
             "data": self.data,
             "metadata": self.metadata,
             "prev_hash": self.prev_hash,
-            "hash": self.hash,
         }
 
 
@@ -222,7 +224,7 @@ class _JobCheck:
             return
         self.events += 1
         self._check_place(record, previous)
-        if envelope_hash(record.envelope()) != record.hash:
+        if covered_hash(record.covered()) != record.hash:
             self.problem(
                 "hash_mismatch",
                 record,
@@ -447,6 +449,22 @@ class Report:
         self.events += result.events
         self.duplicates += result.duplicates
         self.add(result.problems)
+
+    def merge(self, part: Report) -> None:
+        """Add the report of a part of the log that follows everything added so far.
+
+        Each part lists its first problems and counts all of them, so parts merged in log
+        order give the report one pass over the whole log would.
+        """
+        self.events += part.events
+        self.jobs += part.jobs
+        self.duplicates += part.duplicates
+        self.rows_compared += part.rows_compared
+        self.notes.extend(part.notes)
+        self.seals = part.seals or self.seals
+        self.counts.update(part.counts)
+        room = max(self.max_problems - len(self.problems), 0)
+        self.problems.extend(part.problems[:room])
 
     @property
     def problem_count(self) -> int:

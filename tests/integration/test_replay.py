@@ -9,6 +9,7 @@ exit status 1.
 from __future__ import annotations
 
 import json
+import queue
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,8 +20,10 @@ from sqlalchemy import insert, text
 
 from adapters.api import Jobtrail, connect
 from adapters.cli import main
+from adapters.replay import Scope
+from adapters.replay_workers import Part, _collect, work
 from adapters.schema import job_events
-from domain.errors import InsufficientCredits, UpstreamTimeout
+from domain.errors import InsufficientCredits, StorageError, UpstreamTimeout
 from domain.events import JobFailed
 from domain.ports import Clock
 
@@ -66,9 +69,13 @@ def make_log(trail: Jobtrail) -> dict[str, str]:
 
 
 def replay(capsys: pytest.CaptureFixture[str], url: str, *args: str) -> tuple[int, dict[str, Any]]:
-    code = main(["--db", url, "replay", "--json", *args])
-    out = capsys.readouterr().out
-    return code, json.loads(out)
+    """The exit code and the JSON report; on PostgreSQL, worker processes must give the same."""
+    code = main(["--db", url, "replay", "--json", "--workers", "1", *args])
+    report = json.loads(capsys.readouterr().out)
+    if url.startswith("postgresql") and "--job" not in args and "--as-of" not in args:
+        parallel_code = main(["--db", url, "replay", "--json", "--workers", "2", *args])
+        assert (parallel_code, json.loads(capsys.readouterr().out)) == (code, report)
+    return code, report
 
 
 def found(report: dict[str, Any]) -> set[tuple[str, str | None, int | None]]:
@@ -300,11 +307,21 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], backend_url: st
         ["--source", "ftp:x"],
         ["--source", "file:/nonexistent/export.jsonl"],
         ["--since", "-3"],
+        ["--workers", "0"],
     ):
         with pytest.raises(SystemExit) as exit_info:
             main(["--db", backend_url, "replay", *args])
         assert exit_info.value.code == 2, args
     assert "not an ISO 8601 time" in capsys.readouterr().err
+
+
+def test_a_worker_that_cannot_join_the_snapshot_fails_the_replay(postgres_url: str) -> None:
+    todo: queue.Queue[Part | None] = queue.Queue()
+    done: queue.Queue[Any] = queue.Queue()
+    todo.put(Part(0, None))
+    work(postgres_url, "00000003-0000001B-1", Scope(), 10, todo, done)
+    with pytest.raises(StorageError, match="a replay worker failed: .*snapshot"):
+        _collect(done, [], 1, None, None)
 
 
 @pytest.mark.parametrize("tampered", [False, True])

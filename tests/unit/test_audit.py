@@ -8,7 +8,7 @@ import pytest
 
 from domain.events import Event
 from domain.seals import EMPTY_DIGEST, Seal, next_digest
-from projections.audit import StoredEvent, check_seals, verify_job
+from projections.audit import Problem, Report, StoredEvent, check_seals, verify_job
 from projections.job_table import fold
 from tests.unit.histories import ALL_HISTORIES
 
@@ -110,3 +110,16 @@ def test_a_replay_can_start_from_a_trusted_seal() -> None:
     first, second = seal_after(log[:4]), seal_after(log, seal_id=2)
     check = check_seals(log[4:], [first, second], start=first)
     assert (check.problems, check.seals, check.events) == ([], 1, 10)
+
+
+def test_parts_merged_in_order_give_the_report_of_one_pass() -> None:
+    """Each part lists its first problems and counts all; the merge keeps the global first."""
+    problems = [Problem("version_gap" if i % 3 else "chain_broken", f"p{i}") for i in range(10)]
+    whole = Report(source="db", scope={}, max_problems=4)
+    whole.add(problems)
+    merged = Report(source="db", scope={}, max_problems=4)
+    for part_problems in (problems[:1], problems[1:7], problems[7:]):
+        part = Report(source="db", scope={}, max_problems=4, events=5, jobs=2)
+        part.add(part_problems)
+        merged.merge(part)
+    assert merged.as_dict() == {**whole.as_dict(), "events": 15, "jobs": 6}
