@@ -12,8 +12,9 @@ server-side cursor, 5000 rows per fetch, ordered by job and version as replay's 
 is, and a plain sequential scan; the same ordered read with replay's JSON loader as well),
 and `replay_database` (seal pass, every history, the rebuilt rows diffed with the live
 table) with its default worker processes and with one process. Peak memory (VmHWM) of a
-replay is measured in a fresh subprocess for a small and for the large log: the replaying
-process, and the largest of its workers.
+replay is measured in a fresh subprocess: in one process for the small and the large log (the
+same configuration, so growth with the log would show), and with the default workers for the
+large log (the replaying process plus its workers, each counted at the largest one's peak).
 
     python -m bench.replay [--events 1000000] [--small 100000]
 """
@@ -163,9 +164,10 @@ def run_replay(url: str, workers: int | None = None) -> dict[str, object]:
     }
 
 
-def replay_in_subprocess(url: str) -> dict[str, object]:
+def replay_in_subprocess(url: str, workers: int | None = None) -> dict[str, object]:
+    chosen = [] if workers is None else ["--child-workers", str(workers)]
     out = subprocess.run(
-        [sys.executable, "-m", "bench.replay", "--child", url],
+        [sys.executable, "-m", "bench.replay", "--child", url, *chosen],
         check=True,
         capture_output=True,
         text=True,
@@ -214,9 +216,10 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--small", type=int, default=100_000)
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--child-workers", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(run_replay(args.child)))
+        print(json.dumps(run_replay(args.child, args.child_workers)))
         return
     print("bench.replay: replay throughput vs a raw streaming read, and its memory, PostgreSQL")
     machine_load("start")
@@ -224,8 +227,11 @@ def main() -> None:
         (small_events, _), build_small = measure(partial(make_database, small, args.small))
         (events, jobs), build = measure(partial(make_database, large, args.events))
         timings, workers = time_large(large, events)
-        memory_small = replay_in_subprocess(small.url)
-        memory_large = replay_in_subprocess(large.url)
+        memory = [
+            (small_events, replay_in_subprocess(small.url, 1)),
+            (events, replay_in_subprocess(large.url, 1)),
+            (events, replay_in_subprocess(large.url)),
+        ]
     heading(f"PostgreSQL replay: {events:,} events of {jobs:,} jobs")
     row(
         "log generated and COPied in (setup)",
@@ -251,11 +257,16 @@ def main() -> None:
         ratio(timings["ordered"], timings["replay, 1 process"]),
     )
     heading("peak RSS of a replay, each in a fresh process (replaying process; largest worker)")
-    for count, memory in ((small_events, memory_small), (events, memory_large)):
+    for count, peaks in memory:
+        workers_used = int(peaks["workers"])  # type: ignore[call-overload]
+        main_kib, worker_kib = float(peaks["peak_rss_kib"]), float(peaks["worker_peak_rss_kib"])  # type: ignore[arg-type]
+        if workers_used == 1:
+            row(f"{count:,} events, one process", mib(main_kib))
+            continue
         row(
-            f"{count:,} events, {memory['workers']} worker(s)",
-            mib(float(memory["peak_rss_kib"])),  # type: ignore[arg-type]
-            f"largest worker {mib(float(memory['worker_peak_rss_kib']))}",  # type: ignore[arg-type]
+            f"{count:,} events, {workers_used} worker processes",
+            mib(main_kib + workers_used * worker_kib),
+            f"at most: replaying process {mib(main_kib)} + {workers_used} x {mib(worker_kib)}",
         )
     print(f"  (small log built in {build_small:.1f} s)")
     machine_load("end")
