@@ -21,6 +21,8 @@ from sqlalchemy import (
     Connection,
     Engine,
     RowMapping,
+    String,
+    any_,
     bindparam,
     delete,
     func,
@@ -29,9 +31,10 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.dml import Update
-from sqlalchemy.sql.elements import BindParameter
 
+from adapters import pg_writes
 from adapters.database import WRITE, is_postgres, translated_errors
 from adapters.schema import job, job_events, job_lease
 from domain.errors import ConcurrencyConflict, DuplicateIdempotencyKey, InvalidCommand
@@ -60,14 +63,25 @@ _EVENT_COLUMNS = (
 )
 
 # Statements on the hot path are built once: building one costs more than running it.
-_IDS: BindParameter[list[str]] = bindparam("ids", expanding=True)
-_LOAD_MANY = (
-    select(*_EVENT_COLUMNS)
-    .where(job_events.c.job_id.in_(_IDS))
+
+
+def _ids_in(column: Any, postgres: bool) -> Any:
+    """``column IN (:ids)``; on PostgreSQL ``= ANY(:ids)``, one array parameter, so the
+    statement's text does not change with the number of ids and is prepared once."""
+    if postgres:
+        return column == any_(bindparam("ids", type_=postgresql.ARRAY(String)))
+    return column.in_(bindparam("ids", expanding=True))
+
+
+_BACKENDS = (False, True)  # is PostgreSQL
+_LOAD_MANY = {
+    pg: select(*_EVENT_COLUMNS)
+    .where(_ids_in(job_events.c.job_id, pg))
     .order_by(job_events.c.job_id, job_events.c.version)
-)
-_LOCK_ROWS = select(job.c.id).where(job.c.id.in_(_IDS)).order_by(job.c.id).with_for_update()
-_DELETE_LEASES = delete(job_lease).where(job_lease.c.job_id.in_(_IDS))
+    for pg in _BACKENDS
+}
+_LOCK_ROWS = select(job.c.id).where(_ids_in(job.c.id, True)).order_by(job.c.id).with_for_update()
+_DELETE_LEASES = {pg: delete(job_lease).where(_ids_in(job_lease.c.job_id, pg)) for pg in _BACKENDS}
 _INSERT_LEASES = insert(job_lease)
 _INSERT_EVENTS = insert(job_events)
 _APPEND_LOCK = select(func.pg_advisory_xact_lock(APPEND_LOCK_KEY))
@@ -141,7 +155,7 @@ def load_many(conn: Connection, job_ids: Collection[str]) -> dict[str, list[Even
     """Several jobs' events in version order, by job id, in one query."""
     histories: dict[str, list[Event]] = {}
     if job_ids:
-        for row in conn.execute(_LOAD_MANY, {"ids": list(job_ids)}).mappings():
+        for row in conn.execute(_LOAD_MANY[is_postgres(conn)], {"ids": list(job_ids)}).mappings():
             histories.setdefault(row["job_id"], []).append(to_event(row))
     return histories
 
@@ -206,8 +220,13 @@ def _update_rows(conn: Connection, appends: Sequence[Append]) -> None:
             changes.update(assignments(event))
         row = {"row_id": item.events[0].job_id, "row_version": item.expected_version, **changes}
         groups.setdefault(tuple(sorted(changes)), []).append(row)
+    postgres = is_postgres(conn)
     for columns, rows in groups.items():
-        if conn.execute(_row_update(columns), rows).rowcount != len(rows):
+        if postgres:
+            matched = pg_writes.update_jobs(conn, columns, rows)
+        else:
+            matched = conn.execute(_row_update(columns), rows).rowcount
+        if matched != len(rows):
             first = rows[0]
             raise ConcurrencyConflict(job_id=first["row_id"], expected=first["row_version"])
 
@@ -228,20 +247,21 @@ def _sync_leases(conn: Connection, last_events: Sequence[Event]) -> None:
     left = [e.job_id for e in last_events if status_after(e.trigger) not in (None, PROCESSING)]
     gone = left + [e.job_id for e in started]
     if gone:
-        conn.execute(_DELETE_LEASES, {"ids": gone})
+        conn.execute(_DELETE_LEASES[is_postgres(conn)], {"ids": gone})
     if started:
-        conn.execute(
-            _INSERT_LEASES,
-            [
-                {
-                    "job_id": e.job_id,
-                    "attempt": e.attempt,
-                    "worker_id": e.worker_id,
-                    "expires_at": e.lease_expires_at,
-                }
-                for e in started
-            ],
-        )
+        rows = [
+            {
+                "job_id": e.job_id,
+                "attempt": e.attempt,
+                "worker_id": e.worker_id,
+                "expires_at": e.lease_expires_at,
+            }
+            for e in started
+        ]
+        if is_postgres(conn):
+            pg_writes.insert_leases(conn, rows)
+        else:
+            conn.execute(_INSERT_LEASES, rows)
 
 
 def _insert_events(conn: Connection, events: Sequence[Event]) -> None:
@@ -263,7 +283,10 @@ def _insert_events(conn: Connection, events: Sequence[Event]) -> None:
         for e in events
     ]
     try:
-        conn.execute(_INSERT_EVENTS, rows)
+        if is_postgres(conn):
+            pg_writes.insert_events(conn, rows)
+        else:
+            conn.execute(_INSERT_EVENTS, rows)
     except sa_exc.IntegrityError as error:
         first = events[0]
         raise ConcurrencyConflict(job_id=first.job_id, expected=first.version - 1) from error
