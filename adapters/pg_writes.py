@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import CursorResult
 
 from adapters.schema import job, job_events, job_lease
+from domain.events import Event
 
 _DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
 _EVENT_COLUMNS = (
@@ -37,9 +38,15 @@ _EVENT_COLUMNS = (
 _LEASE_COLUMNS = ("job_id", "attempt", "worker_id", "expires_at")
 
 
-def insert_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert events in the given order: positions follow it (``WITH ORDINALITY``)."""
-    conn.exec_driver_sql(_insert_sql(job_events, _EVENT_COLUMNS), (_rows_json(rows),))
+def insert_events(conn: Connection, events: Sequence[Event]) -> None:
+    """Insert events in the given order: positions follow it (``WITH ORDINALITY``).
+
+    Each row is the event's canonical text (what its hash covers: every column but the
+    hash) with the hash added, so nothing is encoded twice and the stored data is
+    exactly what was hashed.
+    """
+    document = "[" + ",".join(f'{e.canonical()[:-1]},"hash":"{e.hash}"}}' for e in events) + "]"
+    conn.exec_driver_sql(_insert_sql(job_events, _EVENT_COLUMNS), (document,))
 
 
 def insert_leases(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:

@@ -267,26 +267,26 @@ def _sync_leases(conn: Connection, last_events: Sequence[Event]) -> None:
 def _insert_events(conn: Connection, events: Sequence[Event]) -> None:
     """Insert under the append lock, taken as late as possible (it is held until commit)."""
     lock_appends(conn)
-    rows = [
-        {
-            "event_id": e.event_id,
-            "job_id": e.job_id,
-            "version": e.version,
-            "type": e.type,
-            "schema_version": e.schema_version,
-            "data": e.data(),
-            "metadata": e.metadata(),
-            "occurred_at": e.occurred_at,
-            "prev_hash": e.prev_hash,
-            "hash": e.hash,
-        }
-        for e in events
-    ]
     try:
         if is_postgres(conn):
-            pg_writes.insert_events(conn, rows)
+            pg_writes.insert_events(conn, events)
         else:
-            conn.execute(_INSERT_EVENTS, rows)
+            conn.execute(_INSERT_EVENTS, [_event_row(e) for e in events])
     except sa_exc.IntegrityError as error:
         first = events[0]
         raise ConcurrencyConflict(job_id=first.job_id, expected=first.version - 1) from error
+
+
+def _event_row(e: Event) -> dict[str, Any]:
+    return {
+        "event_id": e.event_id,
+        "job_id": e.job_id,
+        "version": e.version,
+        "type": e.type,
+        "schema_version": e.schema_version,
+        "data": e.data(),
+        "metadata": e.metadata(),
+        "occurred_at": e.occurred_at,
+        "prev_hash": e.prev_hash,
+        "hash": e.hash,
+    }

@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Self
 
 SCHEMA_VERSION = 1
-_NOT_HASHED = frozenset({"position", "hash"})
 GENESIS_HASH = ""
 """The ``prev_hash`` of a job's first event."""
 
@@ -24,6 +23,10 @@ GENESIS_HASH = ""
 def utc_iso(moment: datetime) -> str:
     """ISO 8601 in UTC with microseconds, the one text form of a time in the log."""
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def parse_time(text: str) -> datetime:
@@ -80,12 +83,31 @@ class Event:
         return {}
 
     def canonical(self) -> str:
-        """The text the hash covers: the envelope without its position and hash."""
-        covered = {k: v for k, v in self.envelope().items() if k not in _NOT_HASHED}
+        """The text the hash covers: the envelope without its position and hash.
+
+        An event made by `new` keeps the text its hash was computed from (the event is
+        frozen, so it cannot go stale): the store writes it instead of encoding the
+        event a second time. Any other event (loaded, replaced) computes it afresh.
+        """
+        cached: str | None = self.__dict__.get("_canonical")
+        return self._canonical_text() if cached is None else cached
+
+    def _canonical_text(self) -> str:
+        covered = {
+            "event_id": self.event_id,
+            "job_id": self.job_id,
+            "version": self.version,
+            "type": self.type,
+            "schema_version": self.schema_version,
+            "occurred_at": utc_iso(self.occurred_at),
+            "data": self.data(),
+            "metadata": self.metadata(),
+            "prev_hash": self.prev_hash,
+        }
         return json.dumps(covered, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     def compute_hash(self) -> str:
-        return hashlib.sha256(self.canonical().encode()).hexdigest()
+        return _sha256(self.canonical())
 
     def sealed(self) -> Self:
         """A copy of this event with its hash computed."""
@@ -95,7 +117,9 @@ class Event:
     def new(cls, **fields: Any) -> Self:
         """A fresh event with its hash computed (the hash is set before anyone sees it)."""
         event = cls(**fields)
-        object.__setattr__(event, "hash", event.compute_hash())
+        text = event._canonical_text()
+        object.__setattr__(event, "_canonical", text)
+        object.__setattr__(event, "hash", _sha256(text))
         return event
 
 
