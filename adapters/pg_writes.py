@@ -1,10 +1,13 @@
-"""Set-based writes for PostgreSQL: one statement per batch, whatever its size.
+"""A worker's turn on PostgreSQL: set-based statements, sent together in one round trip.
 
-A worker's turn updates dozens of `job` rows and inserts as many events and leases.
-Sent as executemany, every row costs a round of parameter handling in SQLAlchemy and
-psycopg (about 10 us each, on the worker's one busy thread); sent as arrays through
-``unnest``, a batch is one statement whose parameters psycopg dumps in C, and whose text
-never changes, so the server prepares it once. SQLite keeps the portable statements.
+A turn updates dozens of `job` rows and inserts as many events and leases. Sent as
+executemany, every row cost a round of parameter handling in SQLAlchemy and psycopg;
+here each kind of write is one statement over a JSON document (``json_to_recordset``),
+whose text never changes, so the server prepares it once. And the statements are sent
+in psycopg's pipeline mode: the turn waits for the server once instead of once per
+statement (a round trip is cheap on an idle machine, not on a busy one). The checks
+that decide the outcome (rows matched, unique versions) are made before the caller
+commits. SQLite keeps the portable statements (`adapters.sql_store`).
 """
 
 from __future__ import annotations
@@ -15,13 +18,16 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from sqlalchemy import JSON, Column, Connection, Table
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import CursorResult
 
 from adapters.schema import job, job_events, job_lease
+from domain.errors import ConcurrencyConflict
 from domain.events import Event
 
+Rows = Sequence[dict[str, Any]]
 _DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
 _EVENT_COLUMNS = (
     "event_id",
@@ -36,30 +42,79 @@ _EVENT_COLUMNS = (
     "hash",
 )
 _LEASE_COLUMNS = ("job_id", "attempt", "worker_id", "expires_at")
+_LOCK_ROWS = "SELECT id FROM job WHERE id = ANY(%s::text[]) ORDER BY id FOR UPDATE"
+_DELETE_LEASES = "DELETE FROM job_lease WHERE job_id = ANY(%s::text[])"
+_APPEND_LOCK = "SELECT pg_advisory_xact_lock(%s)"
 
 
-def insert_events(conn: Connection, events: Sequence[Event]) -> None:
-    """Insert events in the given order: positions follow it (``WITH ORDINALITY``).
+class PipelinedWrites:
+    """The writes of one turn, queued in order, sent and checked by `finish`."""
 
-    Each row is the event's canonical text (what its hash covers: every column but the
-    hash) with the hash added, so nothing is encoded twice and the stored data is
-    exactly what was hashed.
-    """
-    document = "[" + ",".join(f'{e.canonical()[:-1]},"hash":"{e.hash}"}}' for e in events) + "]"
-    conn.exec_driver_sql(_insert_sql(job_events, _EVENT_COLUMNS), (document,))
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._statements: list[tuple[str, Any]] = []
+        self._matches: list[tuple[int, int, ConcurrencyConflict]] = []
+        self._duplicate: ConcurrencyConflict | None = None
+
+    def lock_rows(self, ids: list[str]) -> None:
+        """Lock rows in id order first, so two batches over the same jobs cannot deadlock."""
+        self._statements.append((_LOCK_ROWS, (ids,)))
+
+    def update_rows(
+        self,
+        columns: tuple[str, ...],
+        rows: Sequence[dict[str, Any]],
+        conflict: ConcurrencyConflict,
+    ) -> None:
+        """``UPDATE job SET <columns> WHERE id = row_id AND version = row_version`` for
+        each row; ``conflict`` is raised unless every row matched."""
+        self._matches.append((len(self._statements), len(rows), conflict))
+        self._statements.append((_update_sql(columns), {"rows": _rows_json(rows)}))
+
+    def delete_leases(self, job_ids: list[str]) -> None:
+        self._statements.append((_DELETE_LEASES, (job_ids,)))
+
+    def insert_leases(self, rows: Sequence[dict[str, Any]]) -> None:
+        self._statements.append((_insert_sql(job_lease, _LEASE_COLUMNS), (_rows_json(rows),)))
+
+    def lock_appends(self, key: int) -> None:
+        self._statements.append((_APPEND_LOCK, (key,)))
+
+    def insert_events(self, events: Sequence[Event], conflict: ConcurrencyConflict) -> None:
+        """Insert events in the given order: positions follow it (``WITH ORDINALITY``).
+
+        Each row is the event's canonical text (what its hash covers: every column but
+        the hash) with the hash added, so nothing is encoded twice and the stored data
+        is exactly what was hashed. A version already taken raises ``conflict``.
+        """
+        rows = ",".join(f'{e.canonical()[:-1]},"hash":"{e.hash}"}}' for e in events)
+        self._statements.append((_insert_sql(job_events, _EVENT_COLUMNS), (f"[{rows}]",)))
+        self._duplicate = conflict
+
+    def finish(self) -> None:
+        """Send everything queued, wait once, and check it (before the caller commits)."""
+        raw: psycopg.Connection[Any] = self.conn.connection.driver_connection  # type: ignore[assignment]
+        cursors = []
+        try:
+            with raw.pipeline():
+                for statement, params in self._statements:
+                    cursor = raw.cursor()
+                    cursor.execute(statement, params)
+                    cursors.append(cursor)
+        except psycopg.errors.UniqueViolation as error:
+            if error.diag.table_name == job_events.name and self._duplicate is not None:
+                raise self._duplicate from error
+            raise _as_sqlalchemy(error) from error
+        except psycopg.Error as error:
+            raise _as_sqlalchemy(error) from error
+        for index, expected, conflict in self._matches:
+            if cursors[index].rowcount != expected:
+                raise conflict
 
 
-def insert_leases(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    conn.exec_driver_sql(_insert_sql(job_lease, _LEASE_COLUMNS), (_rows_json(rows),))
-
-
-def update_jobs(conn: Connection, columns: tuple[str, ...], rows: Sequence[dict[str, Any]]) -> int:
-    """``UPDATE job SET <columns> WHERE id = row_id AND version = row_version`` for each
-    row, in one statement; returns how many rows matched."""
-    result: CursorResult[Any] = conn.exec_driver_sql(
-        _update_sql(columns), {"rows": _rows_json(rows)}
-    )
-    return result.rowcount
+def _as_sqlalchemy(error: psycopg.Error) -> BaseException:
+    """The error SQLAlchemy would have raised, for `translated_errors` to translate."""
+    return sa_exc.DBAPIError.instance(None, None, error, psycopg.Error)
 
 
 def _rows_json(rows: Sequence[dict[str, Any]]) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Collection, Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
     Connection,
@@ -80,8 +80,7 @@ _LOAD_MANY = {
     .order_by(job_events.c.job_id, job_events.c.version)
     for pg in _BACKENDS
 }
-_LOCK_ROWS = select(job.c.id).where(_ids_in(job.c.id, True)).order_by(job.c.id).with_for_update()
-_DELETE_LEASES = {pg: delete(job_lease).where(_ids_in(job_lease.c.job_id, pg)) for pg in _BACKENDS}
+_DELETE_LEASES = delete(job_lease).where(_ids_in(job_lease.c.job_id, False))  # SQLite
 _INSERT_LEASES = insert(job_lease)
 _INSERT_EVENTS = insert(job_events)
 _APPEND_LOCK = select(func.pg_advisory_xact_lock(APPEND_LOCK_KEY))
@@ -146,9 +145,71 @@ def write_appends(conn: Connection, appends: Sequence[Append]) -> None:
     for item in appends:
         _check_append(item)
     _insert_new_rows(conn, [a.events for a in appends if a.expected_version == 0])
-    _update_rows(conn, [a for a in appends if a.expected_version])
-    _sync_leases(conn, [a.events[-1] for a in appends])
-    _insert_events(conn, [e for a in appends for e in a.events])
+    writes: Writes = pg_writes.PipelinedWrites(conn) if is_postgres(conn) else _Portable(conn)
+    _update_rows(writes, [a for a in appends if a.expected_version])
+    _sync_leases(writes, [a.events[-1] for a in appends])
+    # The append lock is taken as late as possible: it is held until commit.
+    writes.lock_appends(APPEND_LOCK_KEY)
+    events = [e for a in appends for e in a.events]
+    writes.insert_events(
+        events, ConcurrencyConflict(job_id=events[0].job_id, expected=events[0].version - 1)
+    )
+    writes.finish()
+
+
+class Writes(Protocol):
+    """The writes of an append after its new rows: queued (PostgreSQL) or sent at once."""
+
+    def lock_rows(self, ids: list[str]) -> None: ...
+    def update_rows(
+        self,
+        columns: tuple[str, ...],
+        rows: Sequence[dict[str, Any]],
+        conflict: ConcurrencyConflict,
+    ) -> None: ...
+    def delete_leases(self, job_ids: list[str]) -> None: ...
+    def insert_leases(self, rows: Sequence[dict[str, Any]]) -> None: ...
+    def lock_appends(self, key: int) -> None: ...
+    def insert_events(self, events: Sequence[Event], conflict: ConcurrencyConflict) -> None: ...
+    def finish(self) -> None: ...
+
+
+class _Portable:
+    """SQLAlchemy statements, each sent at once (SQLite: the write lock is already held,
+    from BEGIN IMMEDIATE to commit, so rows and positions need no lock of their own)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def lock_rows(self, ids: list[str]) -> None:
+        pass
+
+    def update_rows(
+        self,
+        columns: tuple[str, ...],
+        rows: Sequence[dict[str, Any]],
+        conflict: ConcurrencyConflict,
+    ) -> None:
+        if self.conn.execute(_row_update(columns), rows).rowcount != len(rows):
+            raise conflict
+
+    def delete_leases(self, job_ids: list[str]) -> None:
+        self.conn.execute(_DELETE_LEASES, {"ids": job_ids})
+
+    def insert_leases(self, rows: Sequence[dict[str, Any]]) -> None:
+        self.conn.execute(_INSERT_LEASES, rows)
+
+    def lock_appends(self, key: int) -> None:
+        pass
+
+    def insert_events(self, events: Sequence[Event], conflict: ConcurrencyConflict) -> None:
+        try:
+            self.conn.execute(_INSERT_EVENTS, [_event_row(e) for e in events])
+        except sa_exc.IntegrityError as error:
+            raise conflict from error
+
+    def finish(self) -> None:
+        pass
 
 
 def load_many(conn: Connection, job_ids: Collection[str]) -> dict[str, list[Event]]:
@@ -203,16 +264,16 @@ def _insert_new_rows(conn: Connection, new_jobs: list[Sequence[Event]]) -> None:
         raise ConcurrencyConflict(job_id=new_jobs[0][0].job_id, expected=0) from error
 
 
-def _update_rows(conn: Connection, appends: Sequence[Append]) -> None:
+def _update_rows(writes: Writes, appends: Sequence[Append]) -> None:
     """Project each job's events onto its row; the version check is the optimistic lock.
 
-    Rows that get the same columns are updated by one executemany. On PostgreSQL the rows
-    are first locked in id order, so two batches over the same jobs cannot deadlock.
+    Rows that get the same columns are updated by one statement. The rows are first
+    locked in id order, so two batches over the same jobs cannot deadlock.
     """
     if not appends:
         return
-    if len(appends) > 1 and is_postgres(conn):
-        conn.execute(_LOCK_ROWS, {"ids": [a.events[0].job_id for a in appends]})
+    if len(appends) > 1:
+        writes.lock_rows([a.events[0].job_id for a in appends])
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for item in appends:
         changes: dict[str, Any] = {}
@@ -220,15 +281,10 @@ def _update_rows(conn: Connection, appends: Sequence[Append]) -> None:
             changes.update(assignments(event))
         row = {"row_id": item.events[0].job_id, "row_version": item.expected_version, **changes}
         groups.setdefault(tuple(sorted(changes)), []).append(row)
-    postgres = is_postgres(conn)
     for columns, rows in groups.items():
-        if postgres:
-            matched = pg_writes.update_jobs(conn, columns, rows)
-        else:
-            matched = conn.execute(_row_update(columns), rows).rowcount
-        if matched != len(rows):
-            first = rows[0]
-            raise ConcurrencyConflict(job_id=first["row_id"], expected=first["row_version"])
+        first = rows[0]
+        conflict = ConcurrencyConflict(job_id=first["row_id"], expected=first["row_version"])
+        writes.update_rows(columns, rows, conflict)
 
 
 @functools.cache
@@ -241,40 +297,25 @@ def _row_update(columns: tuple[str, ...]) -> Update:
     )
 
 
-def _sync_leases(conn: Connection, last_events: Sequence[Event]) -> None:
+def _sync_leases(writes: Writes, last_events: Sequence[Event]) -> None:
     """A `JobStarted` creates the attempt's lease; leaving ``processing`` removes it."""
     started = [e for e in last_events if isinstance(e, JobStarted)]
     left = [e.job_id for e in last_events if status_after(e.trigger) not in (None, PROCESSING)]
     gone = left + [e.job_id for e in started]
     if gone:
-        conn.execute(_DELETE_LEASES[is_postgres(conn)], {"ids": gone})
+        writes.delete_leases(gone)
     if started:
-        rows = [
-            {
-                "job_id": e.job_id,
-                "attempt": e.attempt,
-                "worker_id": e.worker_id,
-                "expires_at": e.lease_expires_at,
-            }
-            for e in started
-        ]
-        if is_postgres(conn):
-            pg_writes.insert_leases(conn, rows)
-        else:
-            conn.execute(_INSERT_LEASES, rows)
-
-
-def _insert_events(conn: Connection, events: Sequence[Event]) -> None:
-    """Insert under the append lock, taken as late as possible (it is held until commit)."""
-    lock_appends(conn)
-    try:
-        if is_postgres(conn):
-            pg_writes.insert_events(conn, events)
-        else:
-            conn.execute(_INSERT_EVENTS, [_event_row(e) for e in events])
-    except sa_exc.IntegrityError as error:
-        first = events[0]
-        raise ConcurrencyConflict(job_id=first.job_id, expected=first.version - 1) from error
+        writes.insert_leases(
+            [
+                {
+                    "job_id": e.job_id,
+                    "attempt": e.attempt,
+                    "worker_id": e.worker_id,
+                    "expires_at": e.lease_expires_at,
+                }
+                for e in started
+            ]
+        )
 
 
 def _event_row(e: Event) -> dict[str, Any]:
