@@ -147,6 +147,10 @@ class Worker:
         self._stop.set()
 
     def run(self) -> WorkerStats:
+        with self.queue.holding():
+            return self._run()
+
+    def _run(self) -> WorkerStats:
         self._start_threads()
         log.info("worker %s started (concurrency %d)", self.worker_id, self.settings.concurrency)
         next_heartbeat = next_reap = time.monotonic()
