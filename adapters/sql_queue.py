@@ -6,8 +6,10 @@ and never take the same job. SQLite has a single writer, so its claims are seria
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Collection, Sequence
+import threading
+from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import datetime
 
 from sqlalchemy import Connection, Engine, bindparam, func, select, update
@@ -36,6 +38,54 @@ class SqlJobQueue(JobQueue):
     def __init__(self, engine: Engine, clock: Clock) -> None:
         self.engine = engine
         self.clock = clock
+        self._held = threading.local()
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """On PostgreSQL, keep this thread's connection from one call to the next.
+
+        Taking a connection from the pool pings the server first (a restarted server
+        then costs no failed command), a round trip on every turn of a busy worker. A
+        held connection was pinged when taken; after any error it is dropped and the
+        next call takes (and pings) a fresh one, so a lost connection costs one turn,
+        which the worker retries.
+        """
+        if not is_postgres(self.engine):
+            yield
+            return
+        self._held.active = True
+        try:
+            yield
+        finally:
+            self._held.active = False
+            self._drop_held()
+
+    @contextlib.contextmanager
+    def _transaction(self, write: bool = True) -> Iterator[Connection]:
+        """A connection in a transaction: the held one (see `holding`) or a pooled one."""
+        with translated_errors():
+            if not getattr(self._held, "active", False):
+                connection = self.engine.connect()
+                if write:
+                    connection = connection.execution_options(**WRITE)
+                with connection as conn, conn.begin():
+                    yield conn
+                return
+            held: Connection | None = getattr(self._held, "conn", None)
+            if held is None:
+                held = self._held.conn = self.engine.connect()
+            try:
+                with held.begin():
+                    yield held
+            except BaseException:
+                self._drop_held()
+                raise
+
+    def _drop_held(self) -> None:
+        conn = self._held.__dict__.pop("conn", None)
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
 
     def claim(
         self,
@@ -46,11 +96,7 @@ class SqlJobQueue(JobQueue):
     ) -> list[Job]:
         if limit <= 0 and not also_append:
             return []
-        with (
-            translated_errors(),
-            self.engine.connect().execution_options(**WRITE) as conn,
-            conn.begin(),
-        ):
+        with self._transaction() as conn:
             claimed = self._take(conn, limit, job_types, command) if limit > 0 else []
             write_appends(
                 conn,
@@ -99,11 +145,7 @@ class SqlJobQueue(JobQueue):
             job_lease.c.job_id.in_([lease.job_id for lease in leases]),
             job_lease.c.worker_id == worker_id,
         )
-        with (
-            translated_errors(),
-            self.engine.connect().execution_options(**WRITE) as conn,
-            conn.begin(),
-        ):
+        with self._transaction() as conn:
             conn.execute(
                 renewal,
                 [{"lease_job_id": x.job_id, "lease_attempt": x.attempt} for x in leases],
@@ -115,7 +157,7 @@ class SqlJobQueue(JobQueue):
         query = select(func.min(job.c.available_at)).where(job.c.status == JobStatus.QUEUED.value)
         if job_types is not None:
             query = query.where(job.c.job_type.in_(list(job_types)))
-        with translated_errors(), self.engine.connect() as conn:
+        with self._transaction(write=False) as conn:
             due: datetime | None = conn.execute(query).scalar()
             return due
 
@@ -126,5 +168,5 @@ class SqlJobQueue(JobQueue):
             .order_by(job_lease.c.expires_at)
             .limit(limit)
         )
-        with translated_errors(), self.engine.connect() as conn:
+        with self._transaction(write=False) as conn:
             return [Lease(job_id, attempt) for job_id, attempt in conn.execute(query)]

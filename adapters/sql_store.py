@@ -15,12 +15,14 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Collection, Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
     Connection,
     Engine,
     RowMapping,
+    String,
+    any_,
     bindparam,
     delete,
     func,
@@ -29,9 +31,10 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.dml import Update
-from sqlalchemy.sql.elements import BindParameter
 
+from adapters import pg_writes
 from adapters.database import WRITE, is_postgres, translated_errors
 from adapters.schema import job, job_events, job_lease
 from domain.errors import ConcurrencyConflict, DuplicateIdempotencyKey, InvalidCommand
@@ -60,14 +63,24 @@ _EVENT_COLUMNS = (
 )
 
 # Statements on the hot path are built once: building one costs more than running it.
-_IDS: BindParameter[list[str]] = bindparam("ids", expanding=True)
-_LOAD_MANY = (
-    select(*_EVENT_COLUMNS)
-    .where(job_events.c.job_id.in_(_IDS))
+
+
+def _ids_in(column: Any, postgres: bool) -> Any:
+    """``column IN (:ids)``; on PostgreSQL ``= ANY(:ids)``, one array parameter, so the
+    statement's text does not change with the number of ids and is prepared once."""
+    if postgres:
+        return column == any_(bindparam("ids", type_=postgresql.ARRAY(String)))
+    return column.in_(bindparam("ids", expanding=True))
+
+
+_BACKENDS = (False, True)  # is PostgreSQL
+_LOAD_MANY = {
+    pg: select(*_EVENT_COLUMNS)
+    .where(_ids_in(job_events.c.job_id, pg))
     .order_by(job_events.c.job_id, job_events.c.version)
-)
-_LOCK_ROWS = select(job.c.id).where(job.c.id.in_(_IDS)).order_by(job.c.id).with_for_update()
-_DELETE_LEASES = delete(job_lease).where(job_lease.c.job_id.in_(_IDS))
+    for pg in _BACKENDS
+}
+_DELETE_LEASES = delete(job_lease).where(_ids_in(job_lease.c.job_id, False))  # SQLite
 _INSERT_LEASES = insert(job_lease)
 _INSERT_EVENTS = insert(job_events)
 _APPEND_LOCK = select(func.pg_advisory_xact_lock(APPEND_LOCK_KEY))
@@ -132,16 +145,78 @@ def write_appends(conn: Connection, appends: Sequence[Append]) -> None:
     for item in appends:
         _check_append(item)
     _insert_new_rows(conn, [a.events for a in appends if a.expected_version == 0])
-    _update_rows(conn, [a for a in appends if a.expected_version])
-    _sync_leases(conn, [a.events[-1] for a in appends])
-    _insert_events(conn, [e for a in appends for e in a.events])
+    writes: Writes = pg_writes.PipelinedWrites(conn) if is_postgres(conn) else _Portable(conn)
+    _update_rows(writes, [a for a in appends if a.expected_version])
+    _sync_leases(writes, [a.events[-1] for a in appends])
+    # The append lock is taken as late as possible: it is held until commit.
+    writes.lock_appends(APPEND_LOCK_KEY)
+    events = [e for a in appends for e in a.events]
+    writes.insert_events(
+        events, ConcurrencyConflict(job_id=events[0].job_id, expected=events[0].version - 1)
+    )
+    writes.finish()
+
+
+class Writes(Protocol):
+    """The writes of an append after its new rows: queued (PostgreSQL) or sent at once."""
+
+    def lock_rows(self, ids: list[str]) -> None: ...
+    def update_rows(
+        self,
+        columns: tuple[str, ...],
+        rows: Sequence[dict[str, Any]],
+        conflict: ConcurrencyConflict,
+    ) -> None: ...
+    def delete_leases(self, job_ids: list[str]) -> None: ...
+    def insert_leases(self, rows: Sequence[dict[str, Any]]) -> None: ...
+    def lock_appends(self, key: int) -> None: ...
+    def insert_events(self, events: Sequence[Event], conflict: ConcurrencyConflict) -> None: ...
+    def finish(self) -> None: ...
+
+
+class _Portable:
+    """SQLAlchemy statements, each sent at once (SQLite: the write lock is already held,
+    from BEGIN IMMEDIATE to commit, so rows and positions need no lock of their own)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def lock_rows(self, ids: list[str]) -> None:
+        pass
+
+    def update_rows(
+        self,
+        columns: tuple[str, ...],
+        rows: Sequence[dict[str, Any]],
+        conflict: ConcurrencyConflict,
+    ) -> None:
+        if self.conn.execute(_row_update(columns), rows).rowcount != len(rows):
+            raise conflict
+
+    def delete_leases(self, job_ids: list[str]) -> None:
+        self.conn.execute(_DELETE_LEASES, {"ids": job_ids})
+
+    def insert_leases(self, rows: Sequence[dict[str, Any]]) -> None:
+        self.conn.execute(_INSERT_LEASES, rows)
+
+    def lock_appends(self, key: int) -> None:
+        pass
+
+    def insert_events(self, events: Sequence[Event], conflict: ConcurrencyConflict) -> None:
+        try:
+            self.conn.execute(_INSERT_EVENTS, [_event_row(e) for e in events])
+        except sa_exc.IntegrityError as error:
+            raise conflict from error
+
+    def finish(self) -> None:
+        pass
 
 
 def load_many(conn: Connection, job_ids: Collection[str]) -> dict[str, list[Event]]:
     """Several jobs' events in version order, by job id, in one query."""
     histories: dict[str, list[Event]] = {}
     if job_ids:
-        for row in conn.execute(_LOAD_MANY, {"ids": list(job_ids)}).mappings():
+        for row in conn.execute(_LOAD_MANY[is_postgres(conn)], {"ids": list(job_ids)}).mappings():
             histories.setdefault(row["job_id"], []).append(to_event(row))
     return histories
 
@@ -189,16 +264,16 @@ def _insert_new_rows(conn: Connection, new_jobs: list[Sequence[Event]]) -> None:
         raise ConcurrencyConflict(job_id=new_jobs[0][0].job_id, expected=0) from error
 
 
-def _update_rows(conn: Connection, appends: Sequence[Append]) -> None:
+def _update_rows(writes: Writes, appends: Sequence[Append]) -> None:
     """Project each job's events onto its row; the version check is the optimistic lock.
 
-    Rows that get the same columns are updated by one executemany. On PostgreSQL the rows
-    are first locked in id order, so two batches over the same jobs cannot deadlock.
+    Rows that get the same columns are updated by one statement. The rows are first
+    locked in id order, so two batches over the same jobs cannot deadlock.
     """
     if not appends:
         return
-    if len(appends) > 1 and is_postgres(conn):
-        conn.execute(_LOCK_ROWS, {"ids": [a.events[0].job_id for a in appends]})
+    if len(appends) > 1:
+        writes.lock_rows([a.events[0].job_id for a in appends])
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for item in appends:
         changes: dict[str, Any] = {}
@@ -207,9 +282,9 @@ def _update_rows(conn: Connection, appends: Sequence[Append]) -> None:
         row = {"row_id": item.events[0].job_id, "row_version": item.expected_version, **changes}
         groups.setdefault(tuple(sorted(changes)), []).append(row)
     for columns, rows in groups.items():
-        if conn.execute(_row_update(columns), rows).rowcount != len(rows):
-            first = rows[0]
-            raise ConcurrencyConflict(job_id=first["row_id"], expected=first["row_version"])
+        first = rows[0]
+        conflict = ConcurrencyConflict(job_id=first["row_id"], expected=first["row_version"])
+        writes.update_rows(columns, rows, conflict)
 
 
 @functools.cache
@@ -222,16 +297,15 @@ def _row_update(columns: tuple[str, ...]) -> Update:
     )
 
 
-def _sync_leases(conn: Connection, last_events: Sequence[Event]) -> None:
+def _sync_leases(writes: Writes, last_events: Sequence[Event]) -> None:
     """A `JobStarted` creates the attempt's lease; leaving ``processing`` removes it."""
     started = [e for e in last_events if isinstance(e, JobStarted)]
     left = [e.job_id for e in last_events if status_after(e.trigger) not in (None, PROCESSING)]
     gone = left + [e.job_id for e in started]
     if gone:
-        conn.execute(_DELETE_LEASES, {"ids": gone})
+        writes.delete_leases(gone)
     if started:
-        conn.execute(
-            _INSERT_LEASES,
+        writes.insert_leases(
             [
                 {
                     "job_id": e.job_id,
@@ -240,30 +314,20 @@ def _sync_leases(conn: Connection, last_events: Sequence[Event]) -> None:
                     "expires_at": e.lease_expires_at,
                 }
                 for e in started
-            ],
+            ]
         )
 
 
-def _insert_events(conn: Connection, events: Sequence[Event]) -> None:
-    """Insert under the append lock, taken as late as possible (it is held until commit)."""
-    lock_appends(conn)
-    rows = [
-        {
-            "event_id": e.event_id,
-            "job_id": e.job_id,
-            "version": e.version,
-            "type": e.type,
-            "schema_version": e.schema_version,
-            "data": e.data(),
-            "metadata": e.metadata(),
-            "occurred_at": e.occurred_at,
-            "prev_hash": e.prev_hash,
-            "hash": e.hash,
-        }
-        for e in events
-    ]
-    try:
-        conn.execute(_INSERT_EVENTS, rows)
-    except sa_exc.IntegrityError as error:
-        first = events[0]
-        raise ConcurrencyConflict(job_id=first.job_id, expected=first.version - 1) from error
+def _event_row(e: Event) -> dict[str, Any]:
+    return {
+        "event_id": e.event_id,
+        "job_id": e.job_id,
+        "version": e.version,
+        "type": e.type,
+        "schema_version": e.schema_version,
+        "data": e.data(),
+        "metadata": e.metadata(),
+        "occurred_at": e.occurred_at,
+        "prev_hash": e.prev_hash,
+        "hash": e.hash,
+    }

@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Self
 
 SCHEMA_VERSION = 1
-_NOT_HASHED = frozenset({"position", "hash"})
 GENESIS_HASH = ""
 """The ``prev_hash`` of a job's first event."""
 
@@ -24,6 +23,10 @@ GENESIS_HASH = ""
 def utc_iso(moment: datetime) -> str:
     """ISO 8601 in UTC with microseconds, the one text form of a time in the log."""
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def parse_time(text: str) -> datetime:
@@ -35,22 +38,13 @@ _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_asci
 on every call, built once (replay hashes every event of the log)."""
 
 
-def canonical_json(envelope: dict[str, Any]) -> str:
-    """The text a hash covers: the envelope without position and hash, compact, keys sorted.
-
-    One definition for writing events and for auditing stored ones (replay hashes the
-    stored envelope as it is, so a field added to stored data is caught too).
-    """
-    return _CANONICAL.encode({k: v for k, v in envelope.items() if k not in _NOT_HASHED})
-
-
-def envelope_hash(envelope: dict[str, Any]) -> str:
-    return covered_hash({k: v for k, v in envelope.items() if k not in _NOT_HASHED})
-
-
 def covered_hash(covered: dict[str, Any]) -> str:
-    """The hash of an envelope given without its position and hash (replay's hot path)."""
-    return hashlib.sha256(_CANONICAL.encode(covered).encode()).hexdigest()
+    """The hash of an envelope given without its position and hash.
+
+    One definition for writing events (`Event.new`) and for auditing stored ones: replay
+    hashes the stored envelope as it is, so a field added to stored data is caught too.
+    """
+    return _sha256(_CANONICAL.encode(covered))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,11 +97,34 @@ class Event:
         return {}
 
     def canonical(self) -> str:
-        """The text the hash covers: the envelope without its position and hash."""
-        return canonical_json(self.envelope())
+        """The text the hash covers: the envelope without its position and hash.
+
+        An event made by `new` keeps the text its hash was computed from (the event is
+        frozen, so it cannot go stale): the store writes it instead of encoding the
+        event a second time. Any other event (loaded, replaced) computes it afresh.
+        """
+        cached: str | None = self.__dict__.get("_canonical")
+        return self._canonical_text() if cached is None else cached
+
+    def _canonical_text(self) -> str:
+        return _CANONICAL.encode(self._covered())
+
+    def _covered(self) -> dict[str, Any]:
+        """The envelope without its position and hash: what the hash covers."""
+        return {
+            "event_id": self.event_id,
+            "job_id": self.job_id,
+            "version": self.version,
+            "type": self.type,
+            "schema_version": self.schema_version,
+            "occurred_at": utc_iso(self.occurred_at),
+            "data": self.data(),
+            "metadata": self.metadata(),
+            "prev_hash": self.prev_hash,
+        }
 
     def compute_hash(self) -> str:
-        return envelope_hash(self.envelope())
+        return _sha256(self.canonical())
 
     def sealed(self) -> Self:
         """A copy of this event with its hash computed."""
@@ -117,7 +134,9 @@ class Event:
     def new(cls, **fields: Any) -> Self:
         """A fresh event with its hash computed (the hash is set before anyone sees it)."""
         event = cls(**fields)
-        object.__setattr__(event, "hash", event.compute_hash())
+        text = event._canonical_text()
+        object.__setattr__(event, "_canonical", text)
+        object.__setattr__(event, "hash", _sha256(text))
         return event
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import NamedTuple
@@ -107,6 +108,11 @@ class JobQueue(abc.ABC):
     @abc.abstractmethod
     def expired(self, now: datetime, limit: int = 100) -> list[Lease]:
         """Leases that ran out before ``now``: their worker died or hung."""
+
+    def holding(self) -> contextlib.AbstractContextManager[None]:
+        """While inside, this thread's calls may keep one connection between them (a
+        worker's main loop): checked when taken, and replaced after any error."""
+        return contextlib.nullcontext()
 
 
 class Clock(abc.ABC):

@@ -135,6 +135,8 @@ class Worker:
         """Outcomes a failed turn could not write, first in line for the next one."""
         self._stale: set[str] = set()
         """Held jobs whose in-memory state may hold events that were never written."""
+        self._claim_next = False
+        """The last turn wrote a failure without claiming: claim without waiting."""
         self._decided: dict[str, tuple[str, Any]] = {}
         """What the policy decided for a failed job: its status and when it is due again."""
 
@@ -145,6 +147,10 @@ class Worker:
         self._stop.set()
 
     def run(self) -> WorkerStats:
+        with self.queue.holding():
+            return self._run()
+
+    def _run(self) -> WorkerStats:
         self._start_threads()
         log.info("worker %s started (concurrency %d)", self.worker_id, self.settings.concurrency)
         next_heartbeat = next_reap = time.monotonic()
@@ -191,7 +197,13 @@ class Worker:
             steps.setdefault(item.job_id, []).append(self._command_for(item))
             if isinstance(item, Finished):
                 finished[item.job_id] = item
-        room = self._room(len(finished)) if claiming else 0
+        # A failure is what someone waits for: its turn writes outcomes only (no claim
+        # query, no jobs to start, fewer round trips); the next turn claims, at once and
+        # whatever it carries, so a stream of failures cannot starve the claims.
+        failing = any(item.error is not None for item in finished.values())
+        defer_claim = claiming and failing and not self._claim_next
+        self._claim_next = defer_claim
+        room = self._room(len(finished)) if claiming and not defer_claim else 0
         if not steps and room <= 0:
             return 0
         try:
@@ -343,6 +355,8 @@ class Worker:
     # ------------------------------------------------------------------ outcomes
 
     def _wait_for_results(self) -> None:
+        if self._claim_next:
+            return
         try:
             item = self._done.get(timeout=self.settings.poll_seconds)
         except queue.Empty:

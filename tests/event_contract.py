@@ -1,10 +1,11 @@
 """Every event the test suite appends is checked against the published JSON Schema.
 
-A pytest plugin (loaded by tests/conftest.py). It wraps `adapters.sql_store._insert_events`,
+A pytest plugin (loaded by tests/conftest.py). It wraps `adapters.sql_store.write_appends`,
 the one function every append of the SQL event store goes through (single appends, batches,
-the worker's turns, on SQLite and PostgreSQL): right after the insert it reads the rows back
-in the same transaction - so with the position the database assigned - and validates each
-envelope exactly as the relay would publish it (`to_event(row).envelope()`).
+the worker's turns, on SQLite and PostgreSQL; `adapters.sql_queue` imports it by name, so
+both references are wrapped): right after the writes it reads the events back in the same
+transaction - so with the position the database assigned and the data as stored - and
+validates each envelope as the relay publishes it (`to_event(row).envelope()`).
 
 A violation fails the test that caused it (at its teardown, even when the append ran in a
 worker thread that swallowed nothing); anything appended outside a test (a module fixture)
@@ -25,12 +26,11 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 from sqlalchemy import Connection, select
-from sqlalchemy import exc as sa_exc
 
 import adapters
-from adapters import sql_store
+from adapters import sql_queue, sql_store
 from adapters.schema import job_events
-from domain.events import Event
+from domain.ports import Append
 
 SCHEMA_PATH = Path(adapters.__file__).parent / "schemas" / "job-event.schema.json"
 
@@ -72,27 +72,30 @@ class Recorder:
 
 
 RECORDER = Recorder()
-_original_insert = sql_store._insert_events
+_original_write = sql_store.write_appends
+_WRITERS = (sql_store, sql_queue)
+"""The modules whose `write_appends` is called."""
 
 
-def _insert_and_check(conn: Connection, events: Sequence[Event]) -> None:
-    _original_insert(conn, events)
-    ids = [e.event_id for e in events]
-    query = select(*sql_store._EVENT_COLUMNS).where(job_events.c.event_id.in_(ids))
-    try:
-        rows = conn.execute(query).mappings().all()
-    except sa_exc.DBAPIError:  # a connection killed on purpose: the append fails anyway
+def _write_and_check(conn: Connection, appends: Sequence[Append]) -> None:
+    _original_write(conn, appends)
+    ids = [e.event_id for a in appends for e in a.events]
+    if not ids:
         return
+    query = select(*sql_store._EVENT_COLUMNS).where(job_events.c.event_id.in_(ids))
+    rows = conn.execute(query).mappings().all()  # a killed connection fails the append here
     for row in rows:
         RECORDER.check(sql_store.to_event(row).envelope())
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    sql_store._insert_events = _insert_and_check  # type: ignore[assignment]
+    for module in _WRITERS:
+        module.write_appends = _write_and_check  # type: ignore[attr-defined]
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    sql_store._insert_events = _original_insert
+    for module in _WRITERS:
+        module.write_appends = _original_write  # type: ignore[attr-defined]
 
 
 @pytest.fixture(autouse=True)

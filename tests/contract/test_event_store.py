@@ -91,6 +91,27 @@ def test_a_batch_is_all_or_nothing(trail: Jobtrail) -> None:
     assert trail.queries.get(fresh.id) is None
 
 
+def test_a_batch_over_several_jobs_keeps_the_callers_order(trail: Jobtrail) -> None:
+    """Rows are updated in id order, but positions follow the order the caller gave."""
+    jobs = [queued_job(f"00000000-0000-4000-8000-00000000002{n}") for n in (3, 1, 2)]
+    trail.store.append_batch([Append(job.pending, 0) for job in jobs])
+    for job in jobs:
+        job.pending.clear()
+        job.start("w1", 30, now=NOW)
+    jobs[2].report_progress(1, 50, None, now=NOW)
+    jobs[0].complete(1, {"frames": [1, 2.5], "none": None}, now=NOW)
+    jobs[1].fail(InsufficientCredits(), 1, now=NOW, policy=RetryPolicy())
+    batch = [Append(list(job.pending), 1) for job in reversed(jobs)]
+    trail.store.append_batch(batch)
+
+    written = trail.store.read_after(0)[len(jobs) :]
+    assert [e.event_id for e in written] == [e.event_id for a in batch for e in a.events]
+    for job in jobs:
+        check_projection(trail, job.id)
+        check_history(job.id, trail.store.load(job.id))
+    assert trail.get(jobs[0].id)["result"] == {"frames": [1, 2.5], "none": None}
+
+
 def test_read_after_returns_everything_after_a_position_in_order(trail: Jobtrail) -> None:
     ids = trail.submit_many([JobSpec("t", {"n": n}) for n in range(25)])
     all_events = trail.store.read_after(0, limit=1000)

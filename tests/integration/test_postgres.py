@@ -7,12 +7,13 @@ import time
 
 import psycopg
 import pytest
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from adapters.api import Jobtrail
 from adapters.database import normalise_url
 from adapters.sql_store import APPEND_LOCK_KEY
-from domain.errors import DatabaseUnavailable, InsufficientCredits
+from domain.errors import DatabaseUnavailable, InsufficientCredits, StorageError
 from domain.job import Outcome
 from tests.helpers import event_count
 
@@ -118,3 +119,31 @@ def wait_for_lock_waiter(conn: psycopg.Connection, timeout: float = 10.0) -> int
             return int(row[0])
         time.sleep(0.01)
     raise AssertionError("no append waited for the lock")
+
+
+def test_a_worker_s_held_connection_is_reused_and_replaced_after_an_error(
+    pg_trail: Jobtrail,
+) -> None:
+    """Inside `holding`, turns skip the pool (and its ping); a dead connection costs one
+    failed call, and the next one takes a fresh connection."""
+    checkouts: list[object] = []
+    event.listen(pg_trail.engine, "checkout", lambda *args: checkouts.append(args[0]))
+    queue = pg_trail.queue
+
+    def claim_nothing() -> None:
+        queue.claim(1, ["nothing of this type"], lambda job: Outcome.RECORDED)
+
+    with queue.holding():
+        for _ in range(3):
+            claim_nothing()
+        assert len(checkouts) == 1
+        with raw(pg_trail) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        with pytest.raises(StorageError):
+            claim_nothing()
+        claim_nothing()
+        assert len(checkouts) == 2
+    assert pg_trail.engine.pool.checkedout() == 0  # type: ignore[attr-defined]

@@ -294,3 +294,30 @@ def test_a_worker_rides_out_lost_database_connections(pg_trail: Jobtrail) -> Non
         assert sum(e.type in TERMINAL_EVENT_TYPES for e in events) == 1, [e.type for e in events]
         check_projection(pg_trail, job_id)
     assert {pg_trail.get(i)["status"] for i in ids} == {"completed"}
+
+
+def test_a_turn_that_carries_a_failure_claims_nothing_and_the_next_claims_at_once(
+    pg_trail: Jobtrail,
+) -> None:
+    """Failures take the shortest turn; a stream of them cannot starve the claims."""
+    worker = pg_trail.worker(WorkerSettings(concurrency=1, prefetch=2))
+    failing = {"credits": 0, "duration_ms": 0}
+    a, b, c = (pg_trail.submit("asset_image_generation", failing) for _ in range(3))
+
+    def status(job_id: str) -> str:
+        return str(pg_trail.get(job_id)["status"])
+
+    def run_next() -> None:
+        running = worker._todo.get_nowait()
+        assert running is not None
+        worker._done.put(worker._process(running))
+
+    assert worker._exchange() == 2  # a and b, in either order
+    run_next()
+    assert worker._exchange() == 0  # writes the first failure only
+    assert status(c) == "queued"
+    assert worker._claim_next, "the main loop must not wait for results before claiming"
+    run_next()
+    assert worker._exchange() == 1  # carries the second failure, and claims c anyway
+    assert status(c) == "processing"
+    assert {status(a), status(b)} == {"failed"}

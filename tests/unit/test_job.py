@@ -543,6 +543,15 @@ def test_changing_any_covered_field_changes_the_hash(name: str) -> None:
 # ------------------------------------------------------------------ serialisation
 
 
+@pytest.mark.parametrize("name", sorted(ALL_HISTORIES))
+def test_canonical_text_is_the_envelope_without_position_and_hash(name: str) -> None:
+    """A new event keeps the text its hash covers (the store writes it as the row)."""
+    for event in ALL_HISTORIES[name]().pending:
+        envelope = {k: v for k, v in event.envelope().items() if k not in ("position", "hash")}
+        assert json.loads(event.canonical()) == envelope
+        assert event.canonical() == replace(event).canonical()  # cached == computed afresh
+
+
 def _record_from_envelope(envelope: dict[str, Any]) -> Event:
     decoded = json.loads(json.dumps(envelope))
     return event_from_record(

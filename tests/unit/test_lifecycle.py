@@ -11,7 +11,7 @@ import pytest
 
 from domain import lifecycle
 from domain.errors import CommandRejected, IllegalTransition
-from domain.lifecycle import MACHINE, NEW, TRANSITIONS, allows, fire, status_after
+from domain.lifecycle import MACHINE, NEW, TRANSITIONS, allows, fire, next_status, status_after
 from domain.status import TERMINAL_STATUSES, JobStatus
 
 
@@ -80,6 +80,22 @@ def test_legal_transition_moves_the_status(source: str, trigger: str, dest: str 
     model = Model(status=source)
     fire(model, trigger)
     assert model.status == (source if dest is None else dest)
+
+
+@pytest.mark.parametrize(("source", "trigger", "dest"), LEGAL)
+def test_next_status_reads_the_same_transition_the_machine_fires(
+    source: str, trigger: str, dest: str | None
+) -> None:
+    """Commands record through `next_status`; it must lead where firing leads."""
+    model = Model(status=source)
+    fire(model, trigger)
+    assert next_status(source, trigger) == model.status
+
+
+@pytest.mark.parametrize(("state", "trigger"), ILLEGAL)
+def test_next_status_refuses_what_the_machine_refuses(state: str, trigger: str) -> None:
+    with pytest.raises(IllegalTransition):
+        next_status(state, trigger)
 
 
 @pytest.mark.parametrize(("source", "trigger", "dest"), LEGAL)
