@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
@@ -87,6 +88,15 @@ def translated_errors() -> Iterator[None]:
         raise
     except sa_exc.DBAPIError as error:
         raise translate(error) from error
+    except psycopg.Error as error:  # from code working on the driver connection itself
+        raise translate(driver_error(error)) from error
+
+
+def driver_error(error: psycopg.Error) -> sa_exc.DBAPIError:
+    """The error SQLAlchemy would have raised for this psycopg error."""
+    wrapped = sa_exc.DBAPIError.instance(None, None, error, psycopg.Error)
+    assert isinstance(wrapped, sa_exc.DBAPIError)  # a DBAPI error is never wrapped otherwise
+    return wrapped
 
 
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})

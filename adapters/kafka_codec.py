@@ -3,16 +3,15 @@
 key = job id (UTF-8), so all of a job's events land on one partition in version order;
 value = the event's JSON envelope (`Event.envelope()`), UTF-8; headers repeat the type, the
 schema version and the event id so consumers can route or drop records without parsing.
-The relay encodes with `encode`; consumers and replay decode with `decode`.
+`encode` builds the record of an `Event` (the relay's records are built by the database in
+the same layout, see `relay_source`); consumers and replay decode with `decode`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
-from json.encoder import encode_basestring
-from typing import Any
+from typing import Any, NamedTuple
 
 from domain.errors import UndecodableMessage
 from domain.events import (
@@ -22,7 +21,6 @@ from domain.events import (
     UnknownEventType,
     event_from_record,
     parse_time,
-    utc_iso,
 )
 
 HEADER_TYPE = "event_type"
@@ -42,9 +40,8 @@ _REQUIRED = {
 }
 
 
-@dataclass(frozen=True)
-class Record:
-    """What the producer sends for one event."""
+class Record(NamedTuple):
+    """What the producer sends for one event (a tuple: the relay makes one per event)."""
 
     key: bytes
     value: bytes
@@ -67,64 +64,28 @@ class RawEvent:
 
 
 def encode(event: Event) -> Record:
-    return encode_fields(
-        event.position,
-        event.event_id,
-        event.job_id,
-        event.version,
-        event.type,
-        event.schema_version,
-        utc_iso(event.occurred_at),
-        _dumps(event.data()),
-        _dumps(event.metadata()),
-        event.prev_hash,
-        event.hash,
+    return record(
+        event.job_id.encode(),
+        event.type.encode(),
+        str(event.schema_version).encode(),
+        event.event_id.encode(),
+        _dumps(event.envelope()).encode(),
     )
 
 
-def encode_fields(
-    position: int | None,
-    event_id: str,
-    job_id: str,
-    version: int,
-    type: str,
-    schema_version: int,
-    occurred_at: str,
-    data_json: str,
-    metadata_json: str,
-    prev_hash: str,
-    hash: str,
-) -> Record:
-    """The record of an event given as the log stores it: data and metadata as JSON text.
-
-    The relay reads events this way, so that publishing never parses and re-serialises
-    their data; `encode` goes through here too, so there is one layout of the envelope.
-    The fields are in `Event.envelope()`'s order.
-    """
-    value = (
-        f'{{"position":{"null" if position is None else int(position)},'
-        f'"event_id":{_quote(event_id)},"job_id":{_quote(job_id)},"version":{int(version)},'
-        f'"type":{_quote(type)},"schema_version":{int(schema_version)},'
-        f'"occurred_at":{_quote(occurred_at)},"data":{data_json},"metadata":{metadata_json},'
-        f'"prev_hash":{_quote(prev_hash)},"hash":{_quote(hash)}}}'
-    )
-    return Record(
-        key=job_id.encode(),
-        value=value.encode(),
-        headers=[
-            (HEADER_TYPE, type.encode()),
-            (HEADER_SCHEMA_VERSION, str(schema_version).encode()),
-            (HEADER_EVENT_ID, event_id.encode()),
-        ],
-    )
+def record(key: bytes, type: bytes, schema_version: bytes, event_id: bytes, value: bytes) -> Record:
+    """The record of an event given as UTF-8 parts: the job id, the header values, and
+    the envelope. The relay reads them so from the database (`relay_source`)."""
+    headers = [
+        (HEADER_TYPE, type),
+        (HEADER_SCHEMA_VERSION, schema_version),
+        (HEADER_EVENT_ID, event_id),
+    ]
+    return Record(key, value, headers)
 
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-_quote: Callable[[str], str] = encode_basestring
-"""A JSON string literal (the C encoder json.dumps uses for strings)."""
 
 
 def decode(value: bytes | None) -> Event | RawEvent:

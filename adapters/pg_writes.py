@@ -20,9 +20,9 @@ from typing import Any
 
 import psycopg
 from sqlalchemy import JSON, Column, Connection, Table
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql
 
+from adapters.database import driver_error
 from adapters.schema import job, job_events, job_lease
 from domain.errors import ConcurrencyConflict
 from domain.events import Event
@@ -104,17 +104,12 @@ class PipelinedWrites:
         except psycopg.errors.UniqueViolation as error:
             if error.diag.table_name == job_events.name and self._duplicate is not None:
                 raise self._duplicate from error
-            raise _as_sqlalchemy(error) from error
+            raise driver_error(error) from error
         except psycopg.Error as error:
-            raise _as_sqlalchemy(error) from error
+            raise driver_error(error) from error
         for index, expected, conflict in self._matches:
             if cursors[index].rowcount != expected:
                 raise conflict
-
-
-def _as_sqlalchemy(error: psycopg.Error) -> BaseException:
-    """The error SQLAlchemy would have raised, for `translated_errors` to translate."""
-    return sa_exc.DBAPIError.instance(None, None, error, psycopg.Error)
 
 
 def _rows_json(rows: Sequence[dict[str, Any]]) -> str:

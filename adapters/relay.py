@@ -26,7 +26,7 @@ from typing import Protocol
 
 from adapters.kafka_codec import Record
 from adapters.relay_position import LostRelayLease, SqlRelayPosition
-from adapters.relay_source import LogRecord
+from adapters.relay_source import LogBatch
 from domain.errors import BrokerUnavailable, DatabaseUnavailable
 from domain.ports import Clock
 
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 
 class RecordSource(Protocol):
-    def records_after(self, position: int, limit: int) -> list[LogRecord]:
+    def records_after(self, position: int, limit: int) -> LogBatch:
         """Up to `limit` records of the log after `position`, in position order."""
 
     def close(self) -> None: ...
@@ -160,10 +160,10 @@ class Relay:
         in_flight = self._in_flight
         read_from = in_flight.last_position if in_flight else self.position
         batch = self.source.records_after(read_from, self.settings.batch)
-        events = [item.record for item in batch]
+        events = batch.records
         if events:
             acknowledgement = self.publisher.send(events)
-            self._in_flight = InFlight(acknowledgement, batch[-1].position, len(events))
+            self._in_flight = InFlight(acknowledgement, batch.last_position, len(events))
         else:
             self._in_flight = None
         if in_flight is None:

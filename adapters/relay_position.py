@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Engine, and_, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from adapters.database import WRITE, translated_errors
+from adapters.database import WRITE, is_postgres, translated_errors
 from adapters.schema import relay_position
 from domain.errors import JobtrailError
 
@@ -50,13 +50,20 @@ class SqlRelayPosition:
             return int(conn.execute(select(T.position).where(T.name == self.name)).scalar_one())
 
     def save(self, owner: str, position: int, now: datetime, lease: timedelta) -> None:
-        """Record what the broker acknowledged, renewing the lease; fenced by `owner`."""
+        """Record what the broker acknowledged, renewing the lease; fenced by `owner`.
+
+        On PostgreSQL the commit does not wait for the disk (`synchronous_commit = off`):
+        a save lost in a server crash only makes the relay send those events again, which
+        consumers drop, and waiting for the flush cost the relay 10-20 ms per batch.
+        """
         saved = (
             update(relay_position)
             .where(T.name == self.name, T.owner == owner)
             .values(position=position, lease_expires_at=now + lease, updated_at=now)
         )
         with self._writing() as conn:
+            if is_postgres(conn):
+                conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
             if conn.execute(saved).rowcount == 0:
                 raise LostRelayLease(owner=owner, name=self.name)
 

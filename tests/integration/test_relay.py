@@ -23,7 +23,7 @@ from adapters.api import Jobtrail
 from adapters.kafka_codec import Record, decode, encode
 from adapters.relay import Relay, RelaySettings
 from adapters.relay_position import SqlRelayPosition
-from adapters.relay_source import PrefetchingSource, SqlRecordSource
+from adapters.relay_source import LogBatch, PrefetchingSource, SqlRecordSource
 from domain.errors import BrokerUnavailable
 from domain.events import Event
 from domain.ports import SystemClock
@@ -204,26 +204,30 @@ def test_the_relay_s_records_are_exactly_the_encoded_events(trail: Jobtrail) -> 
     trail.submit_many([JobSpec("asset_image_generation", {"note": 'quote " ✓', "n": 2.5})])
     trail.worker(WorkerSettings(until_empty=True, poll_seconds=0.01)).run()
     events = list(trail.store.read_all())
-    records = SqlRecordSource(trail.engine).records_after(0, 100)
-    assert [r.position for r in records] == [e.position for e in events]
-    for record, event in zip(records, events, strict=True):
-        assert json.loads(record.record.value) == json.loads(encode(event).value)
-        assert record.record.key == encode(event).key
-        assert record.record.headers == encode(event).headers
+    batch = SqlRecordSource(trail.engine).records_after(0, 100)
+    assert batch.last_position == events[-1].position
+    for record, event in zip(batch.records, events, strict=True):
+        assert json.loads(record.value) == json.loads(encode(event).value)
+        assert record.key == encode(event).key
+        assert record.headers == encode(event).headers
+
+
+def positions(batch: LogBatch) -> list[int]:
+    return [json.loads(record.value)["position"] for record in batch.records]
 
 
 def test_a_prefetched_batch_is_used_only_where_it_was_read_from(trail: Jobtrail) -> None:
     submit(trail, 6)
     source = PrefetchingSource(SqlRecordSource(trail.engine))
     try:
-        assert [r.position for r in source.records_after(0, 3)] == [1, 2, 3]
-        assert [r.position for r in source.records_after(3, 3)] == [4, 5, 6]  # prefetched
+        assert positions(source.records_after(0, 3)) == [1, 2, 3]
+        assert positions(source.records_after(3, 3)) == [4, 5, 6]  # prefetched
         # a resend from an earlier position reads afresh, whatever was prefetched
-        assert [r.position for r in source.records_after(1, 3)] == [2, 3, 4]
+        assert positions(source.records_after(1, 3)) == [2, 3, 4]
         # an empty prefetch (caught up) is not trusted: what was appended since is read
-        assert source.records_after(6, 3) == []
+        assert positions(source.records_after(6, 3)) == []
         source.records_after(3, 3)  # prefetches after 6: nothing yet
         submit(trail, 2)
-        assert [r.position for r in source.records_after(6, 3)] == [7, 8]
+        assert positions(source.records_after(6, 3)) == [7, 8]
     finally:
         source.close()
