@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import psycopg
 import pytest
 
 from adapters.api import Jobtrail
@@ -216,3 +217,38 @@ def test_a_worker_with_relay_publishes_everything_it_did_before_it_exits(
     consumed = consume_all(kafka_broker.bootstrap, topic)
     assert_every_event_once_in_order(pg_trail, consumed)
     assert consumed.stats.duplicates == 0  # a clean run sends each event once
+
+
+def test_a_relay_whose_database_connections_die_resends_and_loses_nothing(
+    pg_trail: Jobtrail, kafka_broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    topic = unique_name("relay-db-restart")
+    pg_trail.submit_many(MIXED * 40)
+    pg_trail.worker(FAST).run()
+    relay = pg_trail.relay(
+        KafkaSettings(kafka_broker.bootstrap, topic), RelaySettings(batch=20, max_backoff=0.2)
+    )
+    url = pg_trail.engine.url
+    killed = 0
+    with (
+        caplog.at_level(logging.WARNING, logger="adapters.relay"),
+        psycopg.connect(
+            host=url.host, port=url.port, user=url.username, dbname=url.database, autocommit=True
+        ) as admin,
+    ):
+        relay_thread = run_in_thread(relay)
+        try:
+            while relay.position != last_position(pg_trail):
+                killed += len(
+                    admin.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    ).fetchall()
+                )
+                threading.Event().wait(0.05)
+        finally:
+            relay.stop()
+            relay_thread.join()
+    assert killed > 0
+    assert "Cannot reach the database" in caplog.text  # logged, backed off, resumed
+    assert_every_event_once_in_order(pg_trail, consume_all(kafka_broker.bootstrap, topic))
