@@ -29,6 +29,8 @@ bench: $(BIN)/.installed
 	$(BIN)/python -m bench.submit
 	$(BIN)/python -m bench.rebuild
 	$(BIN)/python -m bench.worker
+	$(BIN)/python -m bench.relay
+	$(BIN)/python -m bench.replay
 
 clean:
 	rm -rf $(VENV) jobtrail.db jobtrail.db-wal jobtrail.db-shm
