@@ -38,6 +38,35 @@ _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_asci
 on every call, built once (replay hashes every event of the log)."""
 
 
+def covered_fields(
+    *,
+    event_id: str,
+    job_id: str,
+    version: int,
+    type: str,
+    schema_version: int,
+    occurred_at: datetime,
+    data: Any,
+    metadata: Any,
+    prev_hash: str,
+) -> dict[str, Any]:
+    """What an event's hash covers: its envelope without position and hash.
+
+    One definition for new events and for stored ones that replay re-checks.
+    """
+    return {
+        "event_id": event_id,
+        "job_id": job_id,
+        "version": version,
+        "type": type,
+        "schema_version": schema_version,
+        "occurred_at": utc_iso(occurred_at),
+        "data": data,
+        "metadata": metadata,
+        "prev_hash": prev_hash,
+    }
+
+
 def covered_hash(covered: dict[str, Any]) -> str:
     """The hash of an envelope given without its position and hash.
 
@@ -110,18 +139,17 @@ class Event:
         return _CANONICAL.encode(self._covered())
 
     def _covered(self) -> dict[str, Any]:
-        """The envelope without its position and hash: what the hash covers."""
-        return {
-            "event_id": self.event_id,
-            "job_id": self.job_id,
-            "version": self.version,
-            "type": self.type,
-            "schema_version": self.schema_version,
-            "occurred_at": utc_iso(self.occurred_at),
-            "data": self.data(),
-            "metadata": self.metadata(),
-            "prev_hash": self.prev_hash,
-        }
+        return covered_fields(
+            event_id=self.event_id,
+            job_id=self.job_id,
+            version=self.version,
+            type=self.type,
+            schema_version=self.schema_version,
+            occurred_at=self.occurred_at,
+            data=self.data(),
+            metadata=self.metadata(),
+            prev_hash=self.prev_hash,
+        )
 
     def compute_hash(self) -> str:
         return _sha256(self.canonical())

@@ -28,9 +28,9 @@ from domain.events import (
     TERMINAL_EVENT_TYPES,
     Event,
     JobStarted,
+    covered_fields,
     covered_hash,
     event_from_record,
-    utc_iso,
 )
 from domain.seals import RunningDigest, Seal
 from projections.job_table import COLUMNS, assignments, new_row
@@ -56,17 +56,17 @@ class StoredEvent(NamedTuple):
 
     def covered(self) -> dict[str, Any]:
         """The envelope without position and hash: what the hash covers."""
-        return {
-            "event_id": self.event_id,
-            "job_id": self.job_id,
-            "version": self.version,
-            "type": self.type,
-            "schema_version": self.schema_version,
-            "occurred_at": utc_iso(self.occurred_at),
-            "data": self.data,
-            "metadata": self.metadata,
-            "prev_hash": self.prev_hash,
-        }
+        return covered_fields(
+            event_id=self.event_id,
+            job_id=self.job_id,
+            version=self.version,
+            type=self.type,
+            schema_version=self.schema_version,
+            occurred_at=self.occurred_at,
+            data=self.data,
+            metadata=self.metadata,
+            prev_hash=self.prev_hash,
+        )
 
 
 @dataclass(frozen=True)
