@@ -20,9 +20,8 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from adapters.kafka_codec import Record, encode
+from adapters.kafka_codec import Record
 from domain.errors import BrokerUnavailable
-from domain.events import Event
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +70,6 @@ class KafkaPublisher:
         except KafkaError as error:
             raise self._unavailable(error) from error
         return KafkaAcknowledgement(self, producer, futures)
-
-    def publish(self, events: Sequence[Event]) -> None:
-        """Send `events` and wait until the broker acknowledged all of them."""
-        self.send([encode(event) for event in events]).wait()
 
     def _unavailable(self, error: KafkaError) -> BrokerUnavailable:
         self._discard_producer()
