@@ -1,11 +1,10 @@
-"""Publishing events to the topic with kafka-python, acknowledged or not at all.
+"""Publishing records to the topic with kafka-python, acknowledged or not at all.
 
-`KafkaPublisher.send(events)` starts sending; its acknowledgement's `wait()` returns only
+`KafkaPublisher.send(records)` starts sending; its acknowledgement's `wait()` returns only
 once the broker acknowledged every record (`acks="all"`, idempotent producer), and raises
-`BrokerUnavailable` otherwise. After any
-failure the producer is thrown away and a new one is built for the next attempt: an
-idempotent kafka-python 3.0.12 producer does not recover from an expired batch or a broker
-restart by itself (docs/kafka-notes.md).
+`BrokerUnavailable` otherwise. After any failure the producer is thrown away and a new one
+is built for the next attempt: an idempotent kafka-python 3.0.12 producer does not recover
+from an expired batch or a broker restart by itself (docs/kafka-notes.md).
 """
 
 from __future__ import annotations
