@@ -29,7 +29,7 @@ from adapters.audit_store import (
     stream_in_position_order,
 )
 from adapters.database import translated_errors
-from adapters.kafka_codec import decode
+from adapters.kafka_codec import read_envelope
 from adapters.replay import Manifest
 from domain.errors import BrokerUnavailable, JobtrailError, UndecodableMessage
 from domain.events import parse_time
@@ -147,15 +147,15 @@ def _file_events(f: IO[str], loaded: Loaded, seals: list[Seal]) -> Iterator[Stor
 def stored_event(value: bytes | None) -> StoredEvent:
     """The stored form of one published envelope; `UndecodableMessage` for anything else.
 
-    The codec validates the envelope; the fields are then taken as they are (not re-encoded
-    from a typed event) so that the hash is checked against exactly what was published.
+    The codec checks the envelope's fields; they are then taken as they are (not re-encoded
+    from a typed event) so that the hash is checked against exactly what was published, and
+    data a typed event cannot be built from is replay's `bad_data`, naming job and version.
     """
-    decoded = decode(value)  # raises on anything that is not an envelope
-    envelope = json.loads(value or b"")
+    envelope = read_envelope(value)
     position = envelope.get("position")
     if not isinstance(position, int):
         raise UndecodableMessage(
-            reason=f"event {decoded.job_id} v{decoded.version} has no position"
+            reason=f"event {envelope['job_id']} v{envelope['version']} has no position"
         )
     return StoredEvent(
         position=position,

@@ -93,7 +93,7 @@ def decode(value: bytes | None) -> Event | RawEvent:
 
     Raises `UndecodableMessage` when the value is not an envelope at all.
     """
-    envelope = _envelope(value)
+    envelope = read_envelope(value)
     if envelope["schema_version"] > SCHEMA_VERSION or envelope["type"] not in EVENT_TYPES:
         return _raw(envelope)
     try:
@@ -115,7 +115,8 @@ def decode(value: bytes | None) -> Event | RawEvent:
         raise UndecodableMessage(reason=f"bad {envelope['type']} data: {error}") from error
 
 
-def _envelope(value: bytes | None) -> dict[str, Any]:
+def read_envelope(value: bytes | None) -> dict[str, Any]:
+    """The record's envelope as JSON, its required fields checked; `UndecodableMessage` if not."""
     if value is None:
         raise UndecodableMessage(reason="the record has no value")
     try:

@@ -368,3 +368,25 @@ def test_a_cut_or_edited_export_is_reported(
     garbage.write_text("hello\n")
     assert main(["--db", backend_url, "replay", "--source", f"file:{garbage}"]) == 1
     assert "is not a jobtrail export" in capsys.readouterr().err
+
+
+def test_unreadable_data_in_an_export_is_reported_with_its_job_and_version(
+    capsys: pytest.CaptureFixture[str], log: dict[str, str], backend_url: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "log.jsonl"
+    assert main(["--db", backend_url, "export", "--out", str(out)]) == 0
+    capsys.readouterr()
+    lines = out.read_text().splitlines()
+    index, event = next(
+        (i, json.loads(line))
+        for i, line in enumerate(lines)
+        if json.loads(line).get("type") == "JobStarted"
+    )
+    event["data"]["lease_expires_at"] = "not a time"
+    lines[index] = json.dumps(event)
+    edited = tmp_path / "edited.jsonl"
+    edited.write_text("\n".join(lines) + "\n")
+    code, report = replay(capsys, backend_url, "--source", f"file:{edited}")
+    bad = [p for p in report["problems"] if p["kind"] == "bad_data"]
+    assert code == 1
+    assert [(p["job_id"], p["version"]) for p in bad] == [(event["job_id"], event["version"])]
