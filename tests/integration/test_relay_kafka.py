@@ -13,18 +13,22 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-import psycopg
 import pytest
+from sqlalchemy import Connection
 
 from adapters.api import Jobtrail
 from adapters.kafka_codec import RawEvent
 from adapters.kafka_consumer import ConsumerStats, JobEventConsumer
-from adapters.kafka_publisher import KafkaSettings
-from adapters.relay import RelaySettings, run_in_thread
+from adapters.kafka_publisher import KafkaPublisher, KafkaSettings
+from adapters.relay import Relay, RelaySettings, run_in_thread
+from adapters.relay_position import SqlRelayPosition
+from adapters.relay_source import SqlRecordSource
 from domain.events import Event
+from domain.ports import SystemClock
 from domain.services import JobSpec
 from processors.worker import WorkerSettings
 from tests.integration.test_worker import wait_for
@@ -219,36 +223,39 @@ def test_a_worker_with_relay_publishes_everything_it_did_before_it_exits(
     assert consumed.stats.duplicates == 0  # a clean run sends each event once
 
 
+class DyingConnections(SqlRecordSource):
+    """Reads whose database connection is terminated by the server, as in a restart, on the
+    calls numbered in `dying`: the relay sees exactly what a restarted database gives it."""
+
+    def __init__(self, trail: Jobtrail, dying: set[int]) -> None:
+        super().__init__(trail.engine)
+        self.calls = 0
+        self.dying = dying
+
+    def _rows(self, conn: Connection, params: dict[str, int]) -> Sequence[Sequence[Any]]:
+        self.calls += 1
+        if self.calls in self.dying:
+            conn.exec_driver_sql("SELECT pg_terminate_backend(pg_backend_pid())")
+        return super()._rows(conn, params)
+
+
 def test_a_relay_whose_database_connections_die_resends_and_loses_nothing(
     pg_trail: Jobtrail, kafka_broker: Broker, caplog: pytest.LogCaptureFixture
 ) -> None:
     topic = unique_name("relay-db-restart")
     pg_trail.submit_many(MIXED * 40)
     pg_trail.worker(FAST).run()
-    relay = pg_trail.relay(
-        KafkaSettings(kafka_broker.bootstrap, topic), RelaySettings(batch=20, max_backoff=0.2)
+    kafka = KafkaSettings(kafka_broker.bootstrap, topic)
+    source = DyingConnections(pg_trail, dying={3, 4, 9})
+    relay = Relay(
+        source,
+        SqlRelayPosition(pg_trail.engine, name=topic),
+        KafkaPublisher(kafka),
+        SystemClock(),
+        RelaySettings(batch=20, max_backoff=0.2),
     )
-    url = pg_trail.engine.url
-    killed = 0
-    with (
-        caplog.at_level(logging.WARNING, logger="adapters.relay"),
-        psycopg.connect(
-            host=url.host, port=url.port, user=url.username, dbname=url.database, autocommit=True
-        ) as admin,
-    ):
-        relay_thread = run_in_thread(relay)
-        try:
-            while relay.position != last_position(pg_trail):
-                killed += len(
-                    admin.execute(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                    ).fetchall()
-                )
-                threading.Event().wait(0.05)
-        finally:
-            relay.stop()
-            relay_thread.join()
-    assert killed > 0
-    assert "Cannot reach the database" in caplog.text  # logged, backed off, resumed
+    with caplog.at_level(logging.WARNING, logger="adapters.relay"):
+        relay.run(until_caught_up=True)
+    assert source.calls > 9 and relay.positions.holder()[1] == last_position(pg_trail)
+    assert caplog.text.count("Cannot reach the database") == 3  # logged, backed off, resumed
     assert_every_event_once_in_order(pg_trail, consume_all(kafka_broker.bootstrap, topic))
