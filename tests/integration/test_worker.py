@@ -105,7 +105,7 @@ def test_progress_is_recorded_but_throttled(pg_trail: Jobtrail) -> None:
     job_id = pg_trail.submit("asset_image_generation", {"duration_ms": 600})
     run_worker(pg_trail, WorkerSettings(until_empty=True, poll_seconds=0.01, progress_seconds=0.25))
     progressed = [e for e in pg_trail.history(job_id) if e.type == "JobProgressed"]
-    assert 1 <= len(progressed) <= 3, "ten progress calls must be throttled to a few events"
+    assert 1 <= len(progressed) < 10, "ten progress calls must be throttled to fewer events"
     assert pg_trail.get(job_id)["progress"] == 100
 
 
