@@ -20,6 +20,7 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from adapters.kafka_codec import Record
+from adapters.kafka_partitioner import CachedKeyPartitioner
 from domain.errors import BrokerUnavailable
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class KafkaSettings:
             "acks": "all",
             "linger_ms": 5,
             "batch_size": 256 * 1024,
+            "partitioner": CachedKeyPartitioner(),
             "request_timeout_ms": max(timeout_ms // 2, 1000),
             "delivery_timeout_ms": timeout_ms,
             "max_block_ms": timeout_ms,
