@@ -23,24 +23,12 @@ from sqlalchemy import JSON, Column, Connection, Table
 from sqlalchemy.dialects import postgresql
 
 from adapters.database import driver_error
-from adapters.schema import job, job_events, job_lease
+from adapters.schema import APPENDED_EVENT_COLUMNS, job, job_events, job_lease
 from domain.errors import ConcurrencyConflict
 from domain.events import Event
 
 Rows = Sequence[dict[str, Any]]
 _DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
-_EVENT_COLUMNS = (
-    "event_id",
-    "job_id",
-    "version",
-    "type",
-    "schema_version",
-    "data",
-    "metadata",
-    "occurred_at",
-    "prev_hash",
-    "hash",
-)
 _LEASE_COLUMNS = ("job_id", "attempt", "worker_id", "expires_at")
 _LOCK_ROWS = "SELECT id FROM job WHERE id = ANY(%s::text[]) ORDER BY id FOR UPDATE"
 _DELETE_LEASES = "DELETE FROM job_lease WHERE job_id = ANY(%s::text[])"
@@ -88,7 +76,7 @@ class PipelinedWrites:
         is exactly what was hashed. A version already taken raises ``conflict``.
         """
         rows = ",".join(f'{e.canonical()[:-1]},"hash":"{e.hash}"}}' for e in events)
-        self._statements.append((_insert_sql(job_events, _EVENT_COLUMNS), (f"[{rows}]",)))
+        self._statements.append((_insert_sql(job_events, APPENDED_EVENT_COLUMNS), (f"[{rows}]",)))
         self._duplicate = conflict
 
     def finish(self) -> None:

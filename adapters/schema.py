@@ -78,6 +78,11 @@ job_events = Table(
     sqlite_autoincrement=True,
 )
 
+APPENDED_EVENT_COLUMNS = tuple(
+    c.name for c in job_events.c if c.name not in ("position", "recorded_at")
+)
+"""The columns an append writes; the database fills `position` and `recorded_at`."""
+
 job = Table(
     "job",
     metadata,

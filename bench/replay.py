@@ -33,6 +33,7 @@ import psycopg
 from psycopg.types.json import Jsonb, set_json_loads
 
 from adapters.audit_store import lean_json_loads
+from adapters.schema import APPENDED_EVENT_COLUMNS
 from bench.common import (
     PostgresDatabase,
     heading,
@@ -52,18 +53,6 @@ from projections.job_table import COLUMNS, fold
 
 CHUNK = 1000
 ORDERED_READ = "SELECT * FROM job_events ORDER BY job_id, version"
-EVENT_COLUMNS = (
-    "event_id",
-    "job_id",
-    "version",
-    "type",
-    "schema_version",
-    "data",
-    "metadata",
-    "occurred_at",
-    "prev_hash",
-    "hash",
-)
 JSON_COLUMNS = frozenset({"payload", "result"})
 
 
@@ -111,7 +100,9 @@ def load_log(database: PostgresDatabase, events: int) -> tuple[int, int]:
             interleaved = sorted(
                 (e for history in chunk for e in history), key=lambda e: e.occurred_at
             )
-            with cur.copy(f"COPY job_events ({', '.join(EVENT_COLUMNS)}) FROM STDIN") as copy:
+            with cur.copy(
+                f"COPY job_events ({', '.join(APPENDED_EVENT_COLUMNS)}) FROM STDIN"
+            ) as copy:
                 for e in interleaved:
                     copy.write_row(event_row(e))
             with cur.copy(f"COPY job ({', '.join(COLUMNS)}) FROM STDIN") as copy:
