@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from hypothesis import settings
 from psycopg import sql
 
 from adapters.api import Jobtrail, connect
@@ -30,6 +31,11 @@ ADMIN_URL = os.environ.get(
 REQUIRED = os.environ.get("JOBTRAIL_REQUIRE_POSTGRES") == "1"
 KAFKA_REQUIRED = os.environ.get("JOBTRAIL_REQUIRE_KAFKA") == "1"
 RUN_ID = uuid.uuid4().hex[:8]
+
+# No per-example deadline: a slow machine must not fail a property (the bar: tests never
+# fail because the machine was slow).
+settings.register_profile("jobtrail", deadline=None)
+settings.load_profile("jobtrail")
 
 pytest_plugins = ["tests.event_contract"]  # every appended event is checked against the schema
 
