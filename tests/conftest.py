@@ -16,6 +16,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import psycopg
 import pytest
@@ -38,6 +39,13 @@ settings.register_profile("jobtrail", deadline=None)
 settings.load_profile("jobtrail")
 
 pytest_plugins = ["tests.event_contract"]  # every appended event is checked against the schema
+
+
+def unavailable(message: str, required: bool) -> NoReturn:
+    """A server the tests need is missing: an error where it is required (CI), else a skip."""
+    if required:
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 def _admin() -> psycopg.Connection:
@@ -64,10 +72,7 @@ def postgres_template() -> Iterator[str]:
     try:
         admin = _admin()
     except psycopg.OperationalError as error:
-        message = f"PostgreSQL is not reachable at {ADMIN_URL}: {error}"
-        if REQUIRED:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"PostgreSQL is not reachable at {ADMIN_URL}: {error}", REQUIRED)
     name = f"jobtrail_tmpl_{RUN_ID}"
     admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     trail = connect(database_url(_url_for(name)))
@@ -132,8 +137,6 @@ def kafka_broker() -> Iterator[Broker]:
     try:
         broker = broker_from_env_or_tansu()
     except BrokerUnavailable as error:
-        if KAFKA_REQUIRED:
-            pytest.fail(f"no Kafka broker for the tests: {error}")
-        pytest.skip(f"no Kafka broker for the tests: {error}")
+        unavailable(f"no Kafka broker for the tests: {error}", KAFKA_REQUIRED)
     yield broker
     broker.stop()

@@ -198,7 +198,8 @@ class Broker:
         _wait_until_ready(self, timeout)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -309,7 +310,7 @@ def start_tansu(timeout: float = 30) -> Broker:
     log_dir = Path(tempfile.mkdtemp(prefix="jobtrail-tansu-"))
     attempts = 3  # another process may take the free port before Tansu binds it
     for attempt in range(1, attempts + 1):
-        port = _free_port()
+        port = free_port()
         command = tansu_command(port, binary)
         log_path = log_dir / f"tansu-{port}.log"
         broker = Broker(f"127.0.0.1:{port}", _spawn(command, log_path), log_path, command)

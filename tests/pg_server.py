@@ -13,10 +13,11 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
+
+from tests.kafka_broker import free_port
 
 
 class ServerUnavailable(Exception):
@@ -37,18 +38,12 @@ def _bindir() -> Path:
     raise ServerUnavailable("no initdb/pg_ctl found (set JOBTRAIL_TEST_PG_BINDIR)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class OwnPostgres:
     """initdb into a temporary folder, then start/stop/crash/restart on a free port."""
 
     def __init__(self) -> None:
         self.bindir = _bindir()
-        self.port = _free_port()
+        self.port = free_port()
         self.data = Path(tempfile.mkdtemp(prefix="jobtrail-pg-"))
         self._as_postgres = os.geteuid() == 0
         if self._as_postgres:

@@ -19,7 +19,7 @@ import pytest
 from adapters.api import Jobtrail, connect
 from domain.events import TERMINAL_EVENT_TYPES
 from domain.services import JobSpec
-from tests.conftest import REQUIRED, database_url
+from tests.conftest import REQUIRED, database_url, unavailable
 from tests.helpers import check_history
 from tests.integration.test_relay_kafka import assert_every_event_once_in_order, consume_all
 from tests.kafka_broker import Broker
@@ -38,9 +38,7 @@ def server() -> Iterator[OwnPostgres]:
     try:
         own = OwnPostgres()
     except ServerUnavailable as error:
-        if REQUIRED:
-            pytest.fail(f"cannot start a PostgreSQL server of the test's own: {error}")
-        pytest.skip(f"cannot start a PostgreSQL server of the test's own: {error}")
+        unavailable(f"cannot start a PostgreSQL server of the test's own: {error}", REQUIRED)
     try:
         own.start()
         yield own
