@@ -9,6 +9,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY jobtrail ./jobtrail
 COPY domain ./domain
 COPY adapters ./adapters
 COPY processors ./processors

@@ -19,9 +19,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
+from jobtrail.adapters.bootstrap import Jobtrail
+from jobtrail.domain.job import Job
 from psycopg.types.json import Jsonb
 
-from adapters.api import Jobtrail
 from bench.common import (
     Probe,
     heading,
@@ -35,7 +36,6 @@ from bench.common import (
     temp_postgres,
     temp_sqlite,
 )
-from domain.job import Job
 
 SCRATCH_COLUMNS = "job_id, version, data, occurred_at"
 Namespace = argparse.Namespace

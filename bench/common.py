@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 
 if TYPE_CHECKING:
-    from adapters.api import Jobtrail
+    from jobtrail.adapters.bootstrap import Jobtrail
 
 # jobtrail and SQLAlchemy are imported where they are used, so that a benchmark's
 # subprocess running only a peer (bench.worker's Procrastinate worker, whose memory is
@@ -91,7 +91,7 @@ def sqlite_url(path: Path) -> str:
 @contextlib.contextmanager
 def open_trail(url: str) -> Iterator[Jobtrail]:
     """jobtrail connected to ``url`` with its schema created; closed on exit."""
-    from adapters.api import connect
+    from jobtrail.adapters.bootstrap import connect
 
     trail = connect(url)
     try:

@@ -20,8 +20,13 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 
 import psycopg
+from jobtrail.adapters.bootstrap import Jobtrail
+from jobtrail.domain.errors import InsufficientCredits, UpstreamTimeout
+from jobtrail.domain.events import Event
+from jobtrail.domain.job import Job
+from jobtrail.domain.ports import Append
+from jobtrail.domain.retry import RetryPolicy
 
-from adapters.api import Jobtrail
 from bench.common import (
     PostgresDatabase,
     heading,
@@ -34,11 +39,6 @@ from bench.common import (
     temp_postgres,
     timed,
 )
-from domain.errors import InsufficientCredits, UpstreamTimeout
-from domain.events import Event
-from domain.job import Job
-from domain.ports import Append
-from domain.retry import RetryPolicy
 
 JOB_TYPE = "shot_video_generation"
 WORKER = "bench-worker"

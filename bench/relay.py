@@ -28,13 +28,16 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from jobtrail.adapters.bootstrap import Jobtrail
+from jobtrail.adapters.kafka.codec import RawEvent, encode
+from jobtrail.adapters.kafka.consumer import JobEventConsumer
+from jobtrail.adapters.kafka.publisher import KafkaSettings, ensure_topic
+from jobtrail.adapters.kafka.relay import RelaySettings
+from jobtrail.domain.events import Event
+from jobtrail.domain.services import JobSpec
+from jobtrail.processors.engine.worker import WorkerSettings
 from kafka import KafkaProducer
 
-from adapters.api import Jobtrail
-from adapters.kafka_codec import RawEvent, encode
-from adapters.kafka_consumer import JobEventConsumer
-from adapters.kafka_publisher import KafkaSettings, ensure_topic
-from adapters.relay import RelaySettings
 from bench.common import (
     heading,
     machine_load,
@@ -46,9 +49,6 @@ from bench.common import (
     row,
     temp_postgres,
 )
-from domain.events import Event
-from domain.services import JobSpec
-from processors.worker import WorkerSettings
 
 BOOTSTRAP_ENV = "JOBTRAIL_BENCH_KAFKA_BOOTSTRAP"
 

@@ -30,10 +30,12 @@ from collections.abc import Iterator
 from functools import partial
 
 import psycopg
+from jobtrail.adapters.audit.reads import lean_json_loads
+from jobtrail.adapters.sql.schema import APPENDED_EVENT_COLUMNS
+from jobtrail.domain.events import Event
+from jobtrail.projections.job_table import COLUMNS, fold
 from psycopg.types.json import Jsonb, set_json_loads
 
-from adapters.audit_store import lean_json_loads
-from adapters.schema import APPENDED_EVENT_COLUMNS
 from bench.common import (
     PostgresDatabase,
     heading,
@@ -48,8 +50,6 @@ from bench.common import (
     temp_postgres,
 )
 from bench.rebuild import SEQ_SCAN_READ, job_history, stream, vacuum_analyze
-from domain.events import Event
-from projections.job_table import COLUMNS, fold
 
 CHUNK = 1000
 ORDERED_READ = "SELECT * FROM job_events ORDER BY job_id, version"
@@ -131,9 +131,9 @@ def run_replay(url: str, workers: int | None = None) -> dict[str, object]:
     ``workers`` None: as `jobtrail replay` picks them. The workers' peak is the largest one
     (``RUSAGE_CHILDREN``: the children this process waited for).
     """
-    from adapters.api import connect
-    from adapters.replay import Scope, replay_database
-    from adapters.replay_workers import default_workers
+    from jobtrail.adapters.audit.parallel import default_workers
+    from jobtrail.adapters.audit.replay import Scope, replay_database
+    from jobtrail.adapters.bootstrap import connect
 
     trail = connect(url)
     try:

@@ -18,11 +18,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+from jobtrail.adapters.bootstrap import Jobtrail
+from jobtrail.domain.services import JobSpec
 from psycopg.types.json import Jsonb
 
-from adapters.api import Jobtrail
 from bench.common import heading, machine_load, open_trail, rate, ratio, row, temp_postgres, timed
-from domain.services import JobSpec
 
 JOB_TYPE = "shot_video_generation"
 RAW_TABLE = """

@@ -42,6 +42,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import psycopg
+from jobtrail.domain.errors import InsufficientCredits
+from jobtrail.processors.base import BaseProcessor, JobContext, JobView
+from jobtrail.processors.registry import Registry
 from psycopg import sql
 
 from bench.common import (
@@ -60,23 +63,19 @@ from bench.common import (
     temp_postgres,
     wait_until,
 )
-from domain.errors import InsufficientCredits
-from processors.base import BaseProcessor, JobContext, JobView
-from processors.registry import Registry
 
 if TYPE_CHECKING:
     import procrastinate
+    from jobtrail.adapters.bootstrap import Jobtrail
+    from jobtrail.processors.engine.worker import WorkerSettings
     from procrastinate.job_context import JobContext as ProcrastinateContext
     from procrastinate.tasks import Task
 
-    from adapters.api import Jobtrail
-    from processors.worker import WorkerSettings
-
     AnyTask = Task[Any, Any, Any]
 
-# The modules above are light. jobtrail's runtime (adapters, domain.services,
-# processors.worker) and Procrastinate are imported where they are used, so that each
-# memory subprocess carries only the system it measures.
+# The modules above are light. jobtrail's runtime and Procrastinate are imported where they
+# are used, so that each memory subprocess carries only the system it measures.
+
 
 Namespace = argparse.Namespace
 
@@ -130,7 +129,7 @@ def noop_registry(on_run: Callable[[], None] | None = None) -> Registry:
 
 
 def worker_settings(**options: Any) -> WorkerSettings:
-    from processors.worker import WorkerSettings
+    from jobtrail.processors.engine.worker import WorkerSettings
 
     return WorkerSettings(**options)
 
@@ -196,7 +195,7 @@ def vacuum_analyze(conninfo: str, tables: Sequence[str]) -> None:
 
 
 def submit_noops(trail: Jobtrail, jobs: int, batch: int) -> None:
-    from domain.services import JobSpec
+    from jobtrail.domain.services import JobSpec
 
     for first in range(0, jobs, batch):
         trail.submit_many([JobSpec(NOOP) for _ in range(min(batch, jobs - first))])
@@ -482,7 +481,7 @@ def feed(count_: int, per_second: float, submit: Callable[[], object]) -> None:
 
 def jobtrail_feed_child(args: Namespace) -> dict[str, Any]:
     """Submits the failing jobs one per transaction, paced, from its own process."""
-    from adapters.api import connect
+    from jobtrail.adapters.bootstrap import connect
 
     trail = connect(args.child_url)
     submit = functools.partial(trail.submit, FAIL, max_attempts=1)
@@ -649,7 +648,7 @@ def memory_report(before: int, probe: RssProbe, seconds: float) -> dict[str, Any
 
 
 def jobtrail_memory_child(args: Namespace) -> dict[str, Any]:
-    from adapters.api import connect
+    from jobtrail.adapters.bootstrap import connect
 
     trail = connect(args.child_url)
     with trail.engine.connect():
@@ -764,7 +763,7 @@ def jobtrail_command(*args: str) -> list[str]:
     script = Path(sys.executable).with_name("jobtrail")
     if script.exists():
         return [str(script), *args]
-    return [sys.executable, "-m", "adapters.cli", *args]
+    return [sys.executable, "-m", "jobtrail", *args]
 
 
 def status_of(conn: psycopg.Connection[Any], job_id: str) -> str:

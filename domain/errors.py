@@ -85,22 +85,6 @@ class CorruptHistory(JobtrailError):
     """The stored history of job {job_id} is not valid: {reason}."""
 
 
-class UndecodableMessage(JobtrailError):
-    """The message is not a jobtrail event envelope: {reason}."""
-
-
-class BrokerUnavailable(JobtrailError):
-    """The Kafka broker at {bootstrap} is unreachable: {reason}."""
-
-
-class BrokerRefused(JobtrailError):
-    """The Kafka broker at {bootstrap} refused the request: {reason}."""
-
-
-class EventHandlerFailed(JobtrailError):
-    """The event handler failed on {record} (job {job_id}, version {version}): {reason}."""
-
-
 # --------------------------------------------------------------------------- job errors
 
 

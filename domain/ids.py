@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from domain.errors import InvalidJobId
+from jobtrail.domain.errors import InvalidJobId
 
 
 def parse_job_id(text: str) -> str:

@@ -15,15 +15,15 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from domain import lifecycle
-from domain.errors import (
+from jobtrail.domain import lifecycle
+from jobtrail.domain.errors import (
     CorruptHistory,
     IllegalTransition,
     InvalidCommand,
     JobError,
     StaleAttempt,
 )
-from domain.events import (
+from jobtrail.domain.events import (
     GENESIS_HASH,
     Event,
     JobCancelled,
@@ -34,8 +34,8 @@ from domain.events import (
     JobRetryScheduled,
     JobStarted,
 )
-from domain.retry import RetryPolicy
-from domain.status import JobStatus
+from jobtrail.domain.retry import RetryPolicy
+from jobtrail.domain.status import JobStatus
 
 
 class Outcome(StrEnum):

@@ -11,10 +11,9 @@ from __future__ import annotations
 import functools
 from typing import Any, Final
 
+from jobtrail.domain.errors import IllegalTransition
+from jobtrail.domain.status import JobStatus
 from transitions import Machine, MachineError
-
-from domain.errors import IllegalTransition
-from domain.status import JobStatus
 
 NEW: Final = "new"
 """The pseudo-state of a job that has not been submitted yet (never stored)."""

@@ -8,8 +8,8 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import NamedTuple
 
-from domain.events import Event
-from domain.job import Job, Outcome
+from jobtrail.domain.events import Event
+from jobtrail.domain.job import Job, Outcome
 
 
 class Append(NamedTuple):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from domain.errors import JobError
+from jobtrail.domain.errors import JobError
 
 
 @dataclass(frozen=True)

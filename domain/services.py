@@ -14,16 +14,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from domain.errors import (
+from jobtrail.domain.errors import (
     CommandRejected,
     ConcurrencyConflict,
     DuplicateIdempotencyKey,
     JobError,
     JobNotFound,
 )
-from domain.job import SYSTEM, Job, Meta, Outcome
-from domain.ports import Append, Clock, EventStore, SystemClock
-from domain.retry import RetryPolicy
+from jobtrail.domain.job import SYSTEM, Job, Meta, Outcome
+from jobtrail.domain.ports import Append, Clock, EventStore, SystemClock
+from jobtrail.domain.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 

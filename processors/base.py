@@ -72,7 +72,7 @@ class JobContext:
 class BaseProcessor(abc.ABC):
     """Runs jobs of one type. Return a JSON-compatible result, or raise.
 
-    Raise one of the typed errors of `domain.errors` (a `UserError` such as
+    Raise one of the typed errors of `jobtrail.domain.errors` (a `UserError` such as
     `InsufficientCredits`, a `TransientError` such as `UpstreamTimeout` to be retried);
     any other exception is treated as an unexpected system error.
     """

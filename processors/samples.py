@@ -14,8 +14,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from domain.errors import InsufficientCredits, InvalidInput, UpstreamTimeout
-from processors.base import BaseProcessor, JobContext, JobView
+from jobtrail.domain.errors import InsufficientCredits, InvalidInput, UpstreamTimeout
+from jobtrail.processors.base import BaseProcessor, JobContext, JobView
 
 STEPS = 10
 

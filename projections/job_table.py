@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
-from domain import lifecycle
-from domain.events import Event, JobQueued
+from jobtrail.domain import lifecycle
+from jobtrail.domain.events import Event, JobQueued
 
 COLUMNS: Final = (
     "id",

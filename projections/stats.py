@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from domain.status import JobStatus
+from jobtrail.domain.status import JobStatus
 
 PERCENTILES = (50, 95, 99)
 

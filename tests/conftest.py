@@ -21,9 +21,9 @@ from typing import NoReturn
 import psycopg
 import pytest
 from hypothesis import settings
+from jobtrail.adapters.bootstrap import Jobtrail, connect
 from psycopg import sql
 
-from adapters.api import Jobtrail, connect
 from tests.kafka_broker import Broker, BrokerUnavailable, broker_from_env_or_tansu
 
 ADMIN_URL = os.environ.get(

@@ -1,8 +1,8 @@
 """Every event the test suite appends is checked against the published JSON Schema.
 
-A pytest plugin (loaded by tests/conftest.py). It wraps `adapters.sql_store.write_appends`,
+A pytest plugin (loaded by tests/conftest.py). It wraps `jobtrail.adapters.sql.store.write_appends`,
 the one function every append of the SQL event store goes through (single appends, batches,
-the worker's turns, on SQLite and PostgreSQL; `adapters.sql_queue` imports it by name, so
+the worker's turns, on SQLite and PostgreSQL; `jobtrail.adapters.sql.queue` imports it by name, so
 both references are wrapped): right after the writes it reads the events back in the same
 transaction - so with the position the database assigned and the data as stored - and
 validates each envelope as the relay publishes it (`to_event(row).envelope()`).
@@ -23,16 +23,16 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import jobtrail.adapters.kafka
 import pytest
+from jobtrail.adapters.sql import queue as sql_queue
+from jobtrail.adapters.sql import store as sql_store
+from jobtrail.adapters.sql.schema import job_events
+from jobtrail.domain.ports import Append
 from jsonschema import Draft202012Validator, FormatChecker
 from sqlalchemy import Connection, select
 
-import adapters
-from adapters import sql_queue, sql_store
-from adapters.schema import job_events
-from domain.ports import Append
-
-SCHEMA_PATH = Path(adapters.__file__).parent / "schemas" / "job-event.schema.json"
+SCHEMA_PATH = Path(jobtrail.adapters.kafka.__file__).parent / "schemas" / "job-event.schema.json"
 
 
 @functools.cache

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from jobtrail.adapters.bootstrap import Jobtrail
+from jobtrail.adapters.sql.schema import job_events
+from jobtrail.domain.events import TERMINAL_EVENT_TYPES, Event
+from jobtrail.domain.job import Job
+from jobtrail.projections.job_table import fold
 from sqlalchemy import func, select, text
-
-from adapters.api import Jobtrail
-from adapters.schema import job_events
-from domain.events import TERMINAL_EVENT_TYPES, Event
-from domain.job import Job
-from projections.job_table import fold
 
 
 def event_count(trail: Jobtrail) -> int:

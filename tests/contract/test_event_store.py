@@ -5,12 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import text
-
-from adapters.api import Jobtrail
-from adapters.database import translated_errors
-from adapters.migrate import head
-from domain.errors import (
+from jobtrail.adapters.bootstrap import Jobtrail
+from jobtrail.adapters.sql.engine import translated_errors
+from jobtrail.adapters.sql.migrate import head
+from jobtrail.domain.errors import (
     AppendOnlyViolation,
     ConcurrencyConflict,
     DuplicateIdempotencyKey,
@@ -18,10 +16,12 @@ from domain.errors import (
     InvalidCommand,
     UpstreamTimeout,
 )
-from domain.job import Job
-from domain.ports import Append
-from domain.retry import RetryPolicy
-from domain.services import JobSpec
+from jobtrail.domain.job import Job
+from jobtrail.domain.ports import Append
+from jobtrail.domain.retry import RetryPolicy
+from jobtrail.domain.services import JobSpec
+from sqlalchemy import text
+
 from tests.helpers import check_history, check_projection, event_count
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)

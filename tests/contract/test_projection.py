@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from adapters.api import Jobtrail
-from domain.errors import InsufficientCredits, UpstreamTimeout
-from domain.retry import RetryPolicy
-from domain.services import JobSpec
+from jobtrail.adapters.bootstrap import Jobtrail
+from jobtrail.domain.errors import InsufficientCredits, UpstreamTimeout
+from jobtrail.domain.retry import RetryPolicy
+from jobtrail.domain.services import JobSpec
+
 from tests.helpers import table_fingerprint
 
 OLD_SYSTEM_QUERY_COLUMNS = ("id", "status", "error_message", "completed_at", "created_at")

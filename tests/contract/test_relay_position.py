@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
-from adapters.api import Jobtrail
-from adapters.relay_position import LostRelayLease, SqlRelayPosition
+from jobtrail.adapters.bootstrap import Jobtrail
+from jobtrail.adapters.kafka.relay_position import LostRelayLease, SqlRelayPosition
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 LEASE = timedelta(seconds=10)

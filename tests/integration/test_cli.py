@@ -9,9 +9,9 @@ import sys
 import uuid
 
 import pytest
+from jobtrail.adapters.bootstrap import connect
+from jobtrail.adapters.cli.main import main
 
-from adapters.api import connect
-from adapters.cli import main
 from tests.helpers import event_count
 
 
@@ -158,7 +158,7 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], sqlite_url: str
 def test_the_console_script_reads_the_database_from_the_environment(sqlite_url: str) -> None:
     env = {**os.environ, "JOBTRAIL_DATABASE_URL": sqlite_url}
     submitted = subprocess.run(
-        [sys.executable, "-m", "adapters.cli", "submit", "asset_image_generation"],
+        [sys.executable, "-m", "jobtrail", "submit", "asset_image_generation"],
         env=env,
         capture_output=True,
         text=True,
@@ -166,7 +166,7 @@ def test_the_console_script_reads_the_database_from_the_environment(sqlite_url: 
     )
     job_id = submitted.stdout.strip()
     shown = subprocess.run(
-        [sys.executable, "-m", "adapters.cli", "show", job_id, "--json"],
+        [sys.executable, "-m", "jobtrail", "show", job_id, "--json"],
         env=env,
         capture_output=True,
         text=True,

@@ -15,10 +15,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from jobtrail.adapters.bootstrap import Jobtrail, connect
+from jobtrail.domain.events import TERMINAL_EVENT_TYPES
+from jobtrail.domain.services import JobSpec
 
-from adapters.api import Jobtrail, connect
-from domain.events import TERMINAL_EVENT_TYPES
-from domain.services import JobSpec
 from tests.conftest import REQUIRED, database_url, unavailable
 from tests.helpers import check_history
 from tests.integration.test_relay_kafka import assert_every_event_once_in_order, consume_all
@@ -70,7 +70,7 @@ def wait_for_terminal(trail: Jobtrail, count: int, worker: subprocess.Popen[str]
 def start_worker(url: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     command = ["worker", "--until-empty", "--concurrency", "4", "--lease", "2", *args]
     return subprocess.Popen(
-        [sys.executable, "-m", "adapters.cli", *command],
+        [sys.executable, "-m", "jobtrail", *command],
         env={**os.environ, **(env or {}), "JOBTRAIL_DATABASE_URL": url, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -104,7 +104,7 @@ def assert_every_job_ended_once(trail: Jobtrail) -> None:
 
 def replay_exit_code(url: str) -> int:
     done = subprocess.run(
-        [sys.executable, "-m", "adapters.cli", "--db", url, "replay"],
+        [sys.executable, "-m", "jobtrail", "--db", url, "replay"],
         capture_output=True,
         text=True,
         timeout=120,

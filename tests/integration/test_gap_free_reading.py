@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import threading
 
-from adapters.api import Jobtrail
-from domain.events import Event
-from domain.services import JobSpec
+from jobtrail.adapters.bootstrap import Jobtrail
+from jobtrail.domain.events import Event
+from jobtrail.domain.services import JobSpec
 
 APPENDERS = 8
 JOBS_PER_APPENDER = 15

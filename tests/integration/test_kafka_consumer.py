@@ -16,22 +16,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.admin import NewTopic
-
-from adapters import cli
-from adapters.api import connect
-from adapters.kafka_codec import RawEvent, encode
-from adapters.kafka_consumer import (
+from jobtrail.adapters.bootstrap import connect
+from jobtrail.adapters.cli import main as cli
+from jobtrail.adapters.kafka.codec import RawEvent, encode
+from jobtrail.adapters.kafka.consumer import (
     DEAD_LETTER_SUFFIX,
     Gap,
     JobEventConsumer,
 )
-from domain.errors import BrokerUnavailable, EventHandlerFailed
-from domain.events import Event
-from domain.job import Meta
-from domain.retry import RetryPolicy
-from processors.worker import WorkerSettings
+from jobtrail.adapters.kafka.errors import BrokerUnavailable, EventHandlerFailed
+from jobtrail.domain.events import Event
+from jobtrail.domain.job import Meta
+from jobtrail.domain.retry import RetryPolicy
+from jobtrail.processors.engine.worker import WorkerSettings
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+
 from tests.kafka_broker import Broker, unique_name
 
 GARBAGE = b"\x00 definitely not an envelope"

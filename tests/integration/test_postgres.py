@@ -7,14 +7,14 @@ import time
 
 import psycopg
 import pytest
+from jobtrail.adapters.bootstrap import Jobtrail
+from jobtrail.adapters.sql.engine import normalise_url
+from jobtrail.adapters.sql.store import APPEND_LOCK_KEY
+from jobtrail.domain.errors import DatabaseUnavailable, InsufficientCredits, StorageError
+from jobtrail.domain.job import Outcome
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
-from adapters.api import Jobtrail
-from adapters.database import normalise_url
-from adapters.sql_store import APPEND_LOCK_KEY
-from domain.errors import DatabaseUnavailable, InsufficientCredits, StorageError
-from domain.job import Outcome
 from tests.helpers import event_count
 
 pytestmark = pytest.mark.postgres

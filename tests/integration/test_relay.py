@@ -18,17 +18,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pytest
+from jobtrail.adapters.bootstrap import Jobtrail
+from jobtrail.adapters.kafka.codec import Record, decode, encode
+from jobtrail.adapters.kafka.errors import BrokerUnavailable
+from jobtrail.adapters.kafka.relay import Relay, RelaySettings
+from jobtrail.adapters.kafka.relay_position import SqlRelayPosition
+from jobtrail.adapters.kafka.relay_source import LogBatch, PrefetchingSource, SqlRecordSource
+from jobtrail.domain.events import Event
+from jobtrail.domain.ports import SystemClock
+from jobtrail.domain.services import JobSpec
+from jobtrail.processors.engine.worker import WorkerSettings
 
-from adapters.api import Jobtrail
-from adapters.kafka_codec import Record, decode, encode
-from adapters.relay import Relay, RelaySettings
-from adapters.relay_position import SqlRelayPosition
-from adapters.relay_source import LogBatch, PrefetchingSource, SqlRecordSource
-from domain.errors import BrokerUnavailable
-from domain.events import Event
-from domain.ports import SystemClock
-from domain.services import JobSpec
-from processors.worker import WorkerSettings
 from tests.helpers import event_count
 
 
@@ -101,7 +101,7 @@ def test_a_refused_batch_is_sent_again_and_nothing_is_lost(
 ) -> None:
     submit(trail, 30)
     publisher = FlakyPublisher(failures=3)
-    with caplog.at_level(logging.WARNING, logger="adapters.relay"):
+    with caplog.at_level(logging.WARNING, logger="jobtrail.adapters.kafka.relay"):
         make_relay(trail, publisher).run(until_caught_up=True)
     assert [e.position for e in publisher.sent] == list(range(1, 31))
     assert publisher.attempts >= 3 + 5  # 30 events in batches of 7, three refused
@@ -163,7 +163,7 @@ def test_the_relay_command_explains_an_unreachable_broker_and_keeps_its_position
         bootstrap = f"127.0.0.1:{closed.getsockname()[1]}"
     env = {**os.environ, "JOBTRAIL_DATABASE_URL": sqlite_url, "PYTHONUNBUFFERED": "1"}
     subprocess.run(
-        [sys.executable, "-m", "adapters.cli", "submit", "asset_image_generation"],
+        [sys.executable, "-m", "jobtrail", "submit", "asset_image_generation"],
         env=env,
         check=True,
         capture_output=True,
@@ -172,7 +172,7 @@ def test_the_relay_command_explains_an_unreachable_broker_and_keeps_its_position
         [
             sys.executable,
             "-m",
-            "adapters.cli",
+            "jobtrail",
             "relay",
             "--kafka",
             bootstrap,

@@ -18,19 +18,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from jobtrail.adapters.bootstrap import Jobtrail
+from jobtrail.adapters.kafka.codec import RawEvent
+from jobtrail.adapters.kafka.consumer import ConsumerStats, JobEventConsumer
+from jobtrail.adapters.kafka.publisher import KafkaPublisher, KafkaSettings
+from jobtrail.adapters.kafka.relay import Relay, RelaySettings, run_in_thread
+from jobtrail.adapters.kafka.relay_position import SqlRelayPosition
+from jobtrail.adapters.kafka.relay_source import SqlRecordSource
+from jobtrail.domain.events import Event
+from jobtrail.domain.ports import SystemClock
+from jobtrail.domain.services import JobSpec
+from jobtrail.processors.engine.worker import WorkerSettings
 from sqlalchemy import Connection
 
-from adapters.api import Jobtrail
-from adapters.kafka_codec import RawEvent
-from adapters.kafka_consumer import ConsumerStats, JobEventConsumer
-from adapters.kafka_publisher import KafkaPublisher, KafkaSettings
-from adapters.relay import Relay, RelaySettings, run_in_thread
-from adapters.relay_position import SqlRelayPosition
-from adapters.relay_source import SqlRecordSource
-from domain.events import Event
-from domain.ports import SystemClock
-from domain.services import JobSpec
-from processors.worker import WorkerSettings
 from tests.integration.test_worker import wait_for
 from tests.kafka_broker import Broker, start_tansu, unique_name
 
@@ -90,7 +90,7 @@ def start_cli_relay(
 ) -> subprocess.Popen[str]:
     command = ["relay", "--kafka", bootstrap, "--topic", topic, "--relay-lease", "1", *args]
     return subprocess.Popen(
-        [sys.executable, "-m", "adapters.cli", *command],
+        [sys.executable, "-m", "jobtrail", *command],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -152,7 +152,10 @@ def test_a_broker_that_stops_answering_for_ten_seconds_loses_nothing(
         pg_trail.submit_many(MIXED * 10)
         pg_trail.worker(FAST).run()
         wait_for(lambda: relay.position == last_position(pg_trail), 30, "the first events")
-        with caplog.at_level(logging.WARNING, logger="adapters.relay"), own_broker.paused():
+        with (
+            caplog.at_level(logging.WARNING, logger="jobtrail.adapters.kafka.relay"),
+            own_broker.paused(),
+        ):
             for _ in range(5):  # jobs keep running while the broker is away
                 pg_trail.submit_many(MIXED * 5)
                 pg_trail.worker(FAST).run()
@@ -207,7 +210,7 @@ def test_a_worker_with_relay_publishes_everything_it_did_before_it_exits(
     topic = unique_name("worker-relay")
     pg_trail.submit_many(MIXED * 5)
     worker = subprocess.run(
-        [sys.executable, "-m", "adapters.cli", "worker", "--until-empty", "--relay"],
+        [sys.executable, "-m", "jobtrail", "worker", "--until-empty", "--relay"],
         env={
             **cli_env,
             "JOBTRAIL_KAFKA_BOOTSTRAP": kafka_broker.bootstrap,
@@ -254,7 +257,7 @@ def test_a_relay_whose_database_connections_die_resends_and_loses_nothing(
         SystemClock(),
         RelaySettings(batch=20, max_backoff=0.2),
     )
-    with caplog.at_level(logging.WARNING, logger="adapters.relay"):
+    with caplog.at_level(logging.WARNING, logger="jobtrail.adapters.kafka.relay"):
         relay.run(until_caught_up=True)
     assert source.calls > 9 and relay.positions.holder()[1] == last_position(pg_trail)
     assert caplog.text.count("Cannot reach the database") == 3  # logged, backed off, resumed

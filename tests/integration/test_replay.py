@@ -16,16 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jobtrail.adapters.audit.parallel import Part, _collect, work
+from jobtrail.adapters.audit.replay import Scope
+from jobtrail.adapters.bootstrap import Jobtrail, connect
+from jobtrail.adapters.cli.main import main
+from jobtrail.adapters.sql.schema import job_events
+from jobtrail.domain.errors import InsufficientCredits, StorageError, UpstreamTimeout
+from jobtrail.domain.events import JobFailed
+from jobtrail.domain.ports import Clock
 from sqlalchemy import insert, text
-
-from adapters.api import Jobtrail, connect
-from adapters.cli import main
-from adapters.replay import Scope
-from adapters.replay_workers import Part, _collect, work
-from adapters.schema import job_events
-from domain.errors import InsufficientCredits, StorageError, UpstreamTimeout
-from domain.events import JobFailed
-from domain.ports import Clock
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 DIFF_KINDS = {"row_differs", "row_missing", "row_without_events"}

@@ -10,12 +10,12 @@ import json
 from typing import Any
 
 import pytest
+from jobtrail.adapters.bootstrap import Jobtrail
+from jobtrail.adapters.cli.main import main
+from jobtrail.adapters.kafka.publisher import KafkaSettings
+from jobtrail.adapters.sql.schema import relay_position
 from sqlalchemy import update
 
-from adapters.api import Jobtrail
-from adapters.cli import main
-from adapters.kafka_publisher import KafkaSettings
-from adapters.schema import relay_position
 from tests.integration.test_replay import DIFF_KINDS, make_log, replay, tamper
 from tests.kafka_broker import Broker, unique_name
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from jobtrail.adapters.audit.reads import append_seal
+from jobtrail.adapters.bootstrap import Jobtrail
+from jobtrail.adapters.sql.engine import translated_errors
+from jobtrail.domain.errors import AppendOnlyViolation
 from sqlalchemy import text
-
-from adapters.api import Jobtrail
-from adapters.audit_store import append_seal
-from adapters.database import translated_errors
-from domain.errors import AppendOnlyViolation
 
 
 def test_seals_cannot_be_changed_or_deleted(trail: Jobtrail) -> None:

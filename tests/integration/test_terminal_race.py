@@ -7,12 +7,12 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from jobtrail.adapters.bootstrap import Jobtrail
+from jobtrail.domain.errors import InsufficientCredits
+from jobtrail.domain.events import TERMINAL_EVENT_TYPES
+from jobtrail.domain.job import Outcome
+from jobtrail.domain.services import JobSpec
 
-from adapters.api import Jobtrail
-from domain.errors import InsufficientCredits
-from domain.events import TERMINAL_EVENT_TYPES
-from domain.job import Outcome
-from domain.services import JobSpec
 from tests.helpers import check_history, check_projection
 
 pytestmark = pytest.mark.postgres

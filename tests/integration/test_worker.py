@@ -12,13 +12,13 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
+from jobtrail.adapters.bootstrap import Jobtrail
+from jobtrail.domain.errors import LeaseExpired, StaleAttempt
+from jobtrail.domain.events import TERMINAL_EVENT_TYPES
+from jobtrail.domain.retry import RetryPolicy
+from jobtrail.domain.services import JobSpec
+from jobtrail.processors.engine.worker import WorkerSettings, WorkerStats
 
-from adapters.api import Jobtrail
-from domain.errors import LeaseExpired, StaleAttempt
-from domain.events import TERMINAL_EVENT_TYPES
-from domain.retry import RetryPolicy
-from domain.services import JobSpec
-from processors.worker import WorkerSettings, WorkerStats
 from tests.helpers import check_history, check_projection
 
 pytestmark = pytest.mark.postgres
@@ -157,7 +157,7 @@ def cli_env(postgres_url: str) -> Iterator[dict[str, str]]:
 
 def start_cli_worker(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "adapters.cli", "worker", *args],
+        [sys.executable, "-m", "jobtrail", "worker", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -212,7 +212,7 @@ def test_sigterm_hands_running_jobs_back_after_the_grace_period(
 def test_a_mixed_batch_ends_as_the_payloads_say(
     request: pytest.FixtureRequest, backend: str
 ) -> None:
-    from adapters.api import connect
+    from jobtrail.adapters.bootstrap import connect
 
     trail = connect(request.getfixturevalue(f"{backend}_url"), policy=RetryPolicy(base_delay=0.05))
     specs = {

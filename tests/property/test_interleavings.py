@@ -18,18 +18,18 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-
-from adapters.api import Jobtrail
-from domain.errors import (
+from jobtrail.adapters.bootstrap import Jobtrail
+from jobtrail.domain.errors import (
     CommandRejected,
     InsufficientCredits,
     JobError,
     LeaseExpired,
     UpstreamTimeout,
 )
-from domain.events import TERMINAL_EVENT_TYPES
-from domain.job import Meta, Outcome
-from domain.retry import RetryPolicy
+from jobtrail.domain.events import TERMINAL_EVENT_TYPES
+from jobtrail.domain.job import Meta, Outcome
+from jobtrail.domain.retry import RetryPolicy
+
 from tests.helpers import check_history, check_projection, table_fingerprint
 
 WORKERS = ("worker-1", "worker-2")

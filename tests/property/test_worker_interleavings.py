@@ -21,13 +21,13 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from jobtrail.adapters.bootstrap import Jobtrail, connect
+from jobtrail.adapters.sql.schema import job_lease
+from jobtrail.domain.ports import Clock
+from jobtrail.domain.retry import RetryPolicy
+from jobtrail.processors.engine.worker import Worker, WorkerSettings
 from sqlalchemy import select
 
-from adapters.api import Jobtrail, connect
-from adapters.schema import job_lease
-from domain.ports import Clock
-from domain.retry import RetryPolicy
-from processors.worker import Worker, WorkerSettings
 from tests.helpers import check_history, check_projection
 
 LEASE = 5.0

@@ -6,10 +6,10 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from domain.errors import InsufficientCredits, UpstreamTimeout
-from domain.job import Job, Meta
-from domain.retry import RetryPolicy
-from domain.status import JobStatus
+from jobtrail.domain.errors import InsufficientCredits, UpstreamTimeout
+from jobtrail.domain.job import Job, Meta
+from jobtrail.domain.retry import RetryPolicy
+from jobtrail.domain.status import JobStatus
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 WORKER = Meta(actor="worker:w1", correlation_id="corr-1")

@@ -6,15 +6,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+import jobtrail.adapters.kafka
 import yaml
+from jobtrail.adapters.kafka.codec import encode
+from jobtrail.domain.events import EVENT_TYPES
 from jsonschema import Draft202012Validator
 
-import adapters
-from adapters.kafka_codec import encode
-from domain.events import EVENT_TYPES
 from tests.unit.histories import completed
 
-SCHEMAS = Path(adapters.__file__).parent / "schemas"
+SCHEMAS = Path(jobtrail.adapters.kafka.__file__).parent / "schemas"
 
 
 def document() -> dict[str, Any]:

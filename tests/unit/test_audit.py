@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from jobtrail.adapters.audit.verify import Problem, Report, StoredEvent, check_seals, verify_job
+from jobtrail.domain.events import Event
+from jobtrail.domain.seals import EMPTY_DIGEST, Seal, next_digest
+from jobtrail.projections.job_table import fold
 
-from domain.events import Event
-from domain.seals import EMPTY_DIGEST, Seal, next_digest
-from projections.audit import Problem, Report, StoredEvent, check_seals, verify_job
-from projections.job_table import fold
 from tests.unit.histories import ALL_HISTORIES
 
 

@@ -1,7 +1,7 @@
 """docker-compose.yml and the Dockerfile agree with the code (Docker itself cannot run here).
 
 Every jobtrail service's command must parse with the real CLI parser, every JOBTRAIL_*
-variable it sets must be one the code reads (adapters.config.VARIABLES), and every
+variable it sets must be one the code reads (jobtrail.adapters.config.VARIABLES), and every
 depends_on must name a service that can satisfy its condition.
 """
 
@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-
-from adapters import cli, config
+from jobtrail.adapters import config
+from jobtrail.adapters.cli import main as cli
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -48,7 +48,7 @@ def dockerfile_entrypoint() -> list[str]:
 
 def test_the_image_runs_the_jobtrail_cli() -> None:
     assert dockerfile_entrypoint() == ["jobtrail"]
-    assert 'jobtrail = "adapters.cli:main"' in (ROOT / "pyproject.toml").read_text()
+    assert 'jobtrail = "jobtrail.adapters.cli.main:main"' in (ROOT / "pyproject.toml").read_text()
     assert {"db-init", "worker", "relay"} <= set(JOBTRAIL_SERVICES)
 
 

@@ -6,9 +6,8 @@ import uuid
 from typing import Any, cast
 
 import pytest
-
-from domain import errors
-from domain.errors import (
+from jobtrail.domain import errors
+from jobtrail.domain.errors import (
     CommandRejected,
     ErrorCategory,
     IllegalTransition,
@@ -23,7 +22,7 @@ from domain.errors import (
     UpstreamTimeout,
     as_job_error,
 )
-from domain.ids import parse_job_id
+from jobtrail.domain.ids import parse_job_id
 
 # ------------------------------------------------------------------ as_job_error
 

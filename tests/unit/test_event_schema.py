@@ -14,11 +14,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from jobtrail.adapters.bootstrap import connect
+from jobtrail.domain.errors import InsufficientCredits, RateLimited, UnknownJobType, UpstreamTimeout
+from jobtrail.domain.events import EVENT_TYPES, Event
+from jobtrail.domain.job import Job, Meta
 
-from adapters.api import connect
-from domain.errors import InsufficientCredits, RateLimited, UnknownJobType, UpstreamTimeout
-from domain.events import EVENT_TYPES, Event
-from domain.job import Job, Meta
 from tests.event_contract import RECORDER, validator, violations
 from tests.unit.histories import T0, WORKER, at, policy
 

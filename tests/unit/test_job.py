@@ -9,8 +9,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-
-from domain.errors import (
+from jobtrail.domain.errors import (
     CorruptHistory,
     IllegalTransition,
     InsufficientCredits,
@@ -21,7 +20,7 @@ from domain.errors import (
     UnknownJobType,
     UpstreamTimeout,
 )
-from domain.events import (
+from jobtrail.domain.events import (
     EVENT_TYPES,
     GENESIS_HASH,
     Event,
@@ -36,8 +35,9 @@ from domain.events import (
     event_from_record,
     parse_time,
 )
-from domain.job import Job, Meta, Outcome
-from domain.status import JobStatus
+from jobtrail.domain.job import Job, Meta, Outcome
+from jobtrail.domain.status import JobStatus
+
 from tests.unit import histories
 from tests.unit.histories import ALL_HISTORIES, T0, TERMINAL_BUILDERS, WORKER, at, policy
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from processors.base import JobContext, JobView
+from jobtrail.processors.base import JobContext, JobView
 
 VIEW = JobView(id="j", job_type="t", payload={}, attempt=1, max_attempts=3)
 

@@ -6,10 +6,10 @@ import json
 from dataclasses import replace
 
 import pytest
+from jobtrail.adapters.kafka.codec import RawEvent, decode, encode
+from jobtrail.adapters.kafka.errors import UndecodableMessage
+from jobtrail.domain.events import SCHEMA_VERSION, Event
 
-from adapters.kafka_codec import RawEvent, decode, encode
-from domain.errors import UndecodableMessage
-from domain.events import SCHEMA_VERSION, Event
 from tests.unit.histories import ALL_HISTORIES
 
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
+from jobtrail.adapters.kafka.partitioner import CachedKeyPartitioner
 from kafka.partitioner.default import DefaultPartitioner
-
-from adapters.kafka_partitioner import CachedKeyPartitioner
 
 
 class Cluster:
@@ -58,7 +57,7 @@ def test_a_record_without_a_key_goes_to_an_available_partition() -> None:
 
 
 def test_the_producer_settings_use_it() -> None:
-    from adapters.kafka_publisher import KafkaSettings
+    from jobtrail.adapters.kafka.publisher import KafkaSettings
 
     assert isinstance(
         KafkaSettings("b:9092", "t").producer_config()["partitioner"], CachedKeyPartitioner

@@ -8,11 +8,18 @@ import weakref
 from dataclasses import dataclass
 
 import pytest
-
-from domain import lifecycle
-from domain.errors import CommandRejected, IllegalTransition
-from domain.lifecycle import MACHINE, NEW, TRANSITIONS, allows, fire, next_status, status_after
-from domain.status import TERMINAL_STATUSES, JobStatus
+from jobtrail.domain import lifecycle
+from jobtrail.domain.errors import CommandRejected, IllegalTransition
+from jobtrail.domain.lifecycle import (
+    MACHINE,
+    NEW,
+    TRANSITIONS,
+    allows,
+    fire,
+    next_status,
+    status_after,
+)
+from jobtrail.domain.status import TERMINAL_STATUSES, JobStatus
 
 
 @dataclass
@@ -41,7 +48,7 @@ ILLEGAL: list[tuple[str, str]] = [
     if (state, trigger) not in LEGAL_PAIRS
 ]
 
-# The lifecycle of the design brief, written out independently of domain.lifecycle.
+# The lifecycle of the design brief, written out independently of jobtrail.domain.lifecycle.
 DESIGN_TABLE = {
     ("new", "submit", "queued"),
     ("queued", "start", "processing"),

@@ -7,13 +7,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from jobtrail.domain.errors import UpstreamTimeout
+from jobtrail.domain.events import TERMINAL_EVENT_TYPES, Event
+from jobtrail.domain.job import Job
+from jobtrail.domain.status import JobStatus
+from jobtrail.projections import job_table, stats
+from jobtrail.projections.job_table import COLUMNS, assignments, fold, new_row, rows_from_log
 
-from domain.errors import UpstreamTimeout
-from domain.events import TERMINAL_EVENT_TYPES, Event
-from domain.job import Job
-from domain.status import JobStatus
-from projections import job_table, stats
-from projections.job_table import COLUMNS, assignments, fold, new_row, rows_from_log
 from tests.unit import histories
 from tests.unit.histories import ALL_HISTORIES, T0, at
 

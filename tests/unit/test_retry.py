@@ -7,8 +7,7 @@ import random
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from domain.errors import (
+from jobtrail.domain.errors import (
     InsufficientCredits,
     InvalidInput,
     JobError,
@@ -20,7 +19,7 @@ from domain.errors import (
     UpstreamUnavailable,
     WorkerShutdown,
 )
-from domain.retry import RetryPolicy
+from jobtrail.domain.retry import RetryPolicy
 
 
 def ceiling(policy: RetryPolicy, attempt: int) -> float:

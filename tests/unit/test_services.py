@@ -8,8 +8,7 @@ from dataclasses import replace
 from datetime import datetime
 
 import pytest
-
-from domain.errors import (
+from jobtrail.domain.errors import (
     ConcurrencyConflict,
     DuplicateIdempotencyKey,
     InsufficientCredits,
@@ -18,11 +17,12 @@ from domain.errors import (
     StaleAttempt,
     UpstreamTimeout,
 )
-from domain.events import Event, JobQueued
-from domain.job import Job, Meta, Outcome
-from domain.ports import Append, Clock, EventStore
-from domain.retry import RetryPolicy
-from domain.services import JobService, JobSpec
+from jobtrail.domain.events import Event, JobQueued
+from jobtrail.domain.job import Job, Meta, Outcome
+from jobtrail.domain.ports import Append, Clock, EventStore
+from jobtrail.domain.retry import RetryPolicy
+from jobtrail.domain.services import JobService, JobSpec
+
 from tests.unit.histories import T0
 
 

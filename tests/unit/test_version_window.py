@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from adapters.kafka_consumer import Verdict, VersionWindow
+from jobtrail.adapters.kafka.consumer import Verdict, VersionWindow
 
 
 def test_a_version_not_above_the_last_handled_one_is_a_duplicate() -> None:

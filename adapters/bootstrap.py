@@ -1,0 +1,157 @@
+"""The Python API product services use: submit, cancel and read jobs.
+
+``jobtrail.connect(url)`` is the one place where the pieces are wired together (the
+engine, the event store, the read model, the domain service), cosmicpython's bootstrap.
+
+    from jobtrail.adapters.bootstrap import connect
+
+    trail = connect("postgresql://app@db/jobs")
+    job_id = trail.submit("shot_video_generation", {"shot": 42}, idempotency_key="shot-42")
+    trail.get(job_id)["status"]       # 'queued'
+    trail.cancel(job_id, reason="storyboard deleted")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from jobtrail.adapters.config import Settings
+from jobtrail.adapters.kafka.publisher import KafkaPublisher, KafkaSettings
+from jobtrail.adapters.kafka.relay import Relay, RelaySettings
+from jobtrail.adapters.kafka.relay_position import SqlRelayPosition
+from jobtrail.adapters.kafka.relay_source import PrefetchingSource, SqlRecordSource
+from jobtrail.adapters.sql import engine as database
+from jobtrail.adapters.sql import migrate
+from jobtrail.adapters.sql.queries import JobQueries, rebuild
+from jobtrail.adapters.sql.queue import SqlJobQueue
+from jobtrail.adapters.sql.store import SqlEventStore
+from jobtrail.domain.errors import JobNotFound
+from jobtrail.domain.events import Event
+from jobtrail.domain.ids import parse_job_id
+from jobtrail.domain.job import SYSTEM, Meta, Outcome
+from jobtrail.domain.ports import Clock, SystemClock
+from jobtrail.domain.retry import RetryPolicy
+from jobtrail.domain.services import JobService, JobSpec
+from jobtrail.processors.engine.reaper import Reaper
+from jobtrail.processors.engine.worker import Worker, WorkerSettings
+from jobtrail.processors.registry import Registry, default_registry
+from jobtrail.projections.stats import JobStats, compute
+from sqlalchemy import Engine
+
+
+@dataclass
+class Jobtrail:
+    engine: Engine
+    store: SqlEventStore
+    queries: JobQueries
+    service: JobService
+    queue: SqlJobQueue
+
+    def worker(
+        self,
+        settings: WorkerSettings | None = None,
+        registry: Registry | None = None,
+        **kwargs: Any,
+    ) -> Worker:
+        """A worker running the given processors (default: the sample processors)."""
+        return Worker(
+            self.service,
+            self.queue,
+            registry or default_registry(),
+            settings,
+            clock=self.service.clock,
+            **kwargs,
+        )
+
+    def relay(
+        self,
+        kafka: KafkaSettings,
+        settings: RelaySettings | None = None,
+        owner: str | None = None,
+    ) -> Relay:
+        """The relay publishing this database's log to `kafka.topic` (its position is per topic)."""
+        positions = SqlRelayPosition(self.engine, name=kafka.topic)
+        publisher = KafkaPublisher(kafka)
+        source = PrefetchingSource(SqlRecordSource(self.engine))
+        return Relay(source, positions, publisher, self.service.clock, settings, owner)
+
+    def reaper(self) -> Reaper:
+        return Reaper(self.service, self.queue, self.service.clock)
+
+    def init_db(self) -> None:
+        """Create or upgrade the schema (idempotent)."""
+        migrate.upgrade(self.engine)
+
+    def submit(
+        self,
+        job_type: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        max_attempts: int = 3,
+        priority: int = 0,
+        delay: float = 0.0,
+        idempotency_key: str | None = None,
+        meta: Meta = SYSTEM,
+    ) -> str:
+        """Queue a job; returns its id (the known job's id for a repeated idempotency key)."""
+        spec = JobSpec(job_type, payload or {}, max_attempts, priority, delay, idempotency_key)
+        return self.service.submit(spec, meta)
+
+    def submit_many(self, specs: Sequence[JobSpec], meta: Meta = SYSTEM) -> list[str]:
+        """Queue many jobs in one transaction (all or none); ids in the order given."""
+        return self.service.submit_many(specs, meta)
+
+    def cancel(self, job_id: str, reason: str | None = None, meta: Meta = SYSTEM) -> Outcome:
+        return self.service.cancel(parse_job_id(job_id), reason, meta)
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        """The job's row in the `job` table."""
+        job_id = parse_job_id(job_id)
+        row = self.queries.get(job_id)
+        if row is None:
+            raise JobNotFound(job_id=job_id)
+        return row
+
+    def jobs(
+        self, status: str | None = None, job_type: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        return self.queries.list_jobs(status, job_type, limit)
+
+    def history(self, job_id: str) -> list[Event]:
+        """The job's events in version order."""
+        job_id = parse_job_id(job_id)
+        events = self.store.load(job_id)
+        if not events:
+            raise JobNotFound(job_id=job_id)
+        return events
+
+    def rebuild(self) -> int:
+        return rebuild(self.engine, self.store)
+
+    def stats(self) -> JobStats:
+        return compute(self.queries.stream_for_stats())
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def connect(
+    url: str | None = None,
+    *,
+    clock: Clock | None = None,
+    policy: RetryPolicy | None = None,
+) -> Jobtrail:
+    """Wire jobtrail to the database at ``url`` (default: JOBTRAIL_DATABASE_URL or SQLite).
+
+    Nothing connects until the first call that needs the database.
+    """
+    engine = database.create(url or Settings.from_env().database_url)
+    clock = clock or SystemClock()
+    store = SqlEventStore(engine)
+    queries = JobQueries(engine)
+    service = JobService(
+        store, queries.find_by_idempotency_keys, clock=clock, policy=policy or RetryPolicy()
+    )
+    return Jobtrail(engine, store, queries, service, SqlJobQueue(engine, clock))

@@ -1,0 +1,95 @@
+"""`jobtrail consume`: print the events on the topic, as a consumer in another service sees them.
+
+Without `--group` it reads every partition without a consumer group and commits nothing
+(a look at the topic); with `--group` it commits after each printed batch, so the next run
+of the same group goes on where this one stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+from typing import TYPE_CHECKING, Any
+
+from jobtrail.adapters.cli.args import positive_float, stop_on_signals
+from jobtrail.adapters.cli.relay import add_kafka_options
+from jobtrail.adapters.kafka.codec import RawEvent
+from jobtrail.adapters.kafka.consumer import JobEventConsumer
+from jobtrail.domain.events import Event
+
+if TYPE_CHECKING:
+    from jobtrail.adapters.bootstrap import Jobtrail
+
+
+def add_commands(commands: Any) -> None:
+    """Add `consume` to the CLI's subparsers."""
+    consume = commands.add_parser("consume", help="print the job events on the Kafka topic")
+    add_kafka_options(consume)
+    consume.add_argument("--group", help="consumer group; offsets are committed only with one")
+    consume.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="start at the oldest record when the group has no committed offset",
+    )
+    consume.add_argument("--json", action="store_true", help="one JSON envelope per line")
+    consume.add_argument(
+        "--until-idle",
+        type=positive_float,
+        metavar="SECONDS",
+        help="exit when no record arrived for this long (counted from the start too)",
+    )
+    consume.add_argument(
+        "--connect-timeout",
+        type=positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="give up on an unreachable broker after this long (default %(default)s)",
+    )
+    consume.set_defaults(handler=cmd_consume)
+
+
+def cmd_consume(trail: Jobtrail, args: argparse.Namespace) -> int:
+    # kafka-python logs every failed connection attempt at ERROR; the outcome is ours to say.
+    logging.getLogger("kafka").setLevel(logging.DEBUG if args.verbose else logging.CRITICAL)
+    show = print_json_line if args.json else print_line
+    stopping = threading.Event()
+    with JobEventConsumer(
+        show,
+        bootstrap=args.kafka,
+        topic=args.topic,
+        group=args.group,
+        from_beginning=args.from_beginning,
+        connect_timeout=args.connect_timeout,
+    ) as consumer:
+        stop_on_signals(stopping.set)
+        stats = consumer.run(until_idle=args.until_idle, stop=stopping)
+    sys.stderr.write(stats.summary() + "\n")
+    return 0
+
+
+def envelope_of(event: Event | RawEvent) -> dict[str, Any]:
+    return event.envelope if isinstance(event, RawEvent) else event.envelope()
+
+
+def print_json_line(event: Event | RawEvent) -> None:
+    _emit(json.dumps(envelope_of(event), separators=(",", ":")))
+
+
+def print_line(event: Event | RawEvent) -> None:
+    """`occurred_at job_id vN Type {data}`; an event this version cannot read says so."""
+    envelope = envelope_of(event)
+    kind = event.type
+    if isinstance(event, RawEvent):
+        kind += f" (schema {event.schema_version}, not understood: passed on raw)"
+    data = json.dumps(envelope.get("data"), separators=(",", ":"))
+    occurred = envelope.get("occurred_at", "-")
+    _emit(f"{occurred} {event.job_id} v{event.version} {kind} {data}")
+
+
+def _emit(line: str) -> None:
+    """One line on stdout, flushed: a pipe reader sees each event as it arrives."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()

@@ -1,0 +1,141 @@
+"""`jobtrail demo`: a mixed batch of jobs run by real workers, on the configured database.
+
+Successes, insufficient credits, transient failures that succeed on retry, an unknown
+job type and a crash; a live progress bar; then the `job` table, the failure latency and
+the history of one failed job.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from jobtrail.adapters.bootstrap import Jobtrail
+from jobtrail.domain.retry import RetryPolicy
+from jobtrail.domain.services import JobSpec
+from jobtrail.domain.status import JobStatus
+from jobtrail.processors.engine.worker import WorkerSettings, WorkerStats
+from jobtrail.projections.stats import percentile
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+SHOT, ASSET = "shot_video_generation", "asset_image_generation"
+BATCH = [
+    *(JobSpec(SHOT, {"shot": n, "duration_ms": 400 + 100 * n}) for n in range(6)),
+    *(JobSpec(ASSET, {"asset": n, "duration_ms": 300}) for n in range(6)),
+    *(JobSpec(SHOT, {"shot": 10 + n, "credits": 0, "duration_ms": 300}) for n in range(3)),
+    JobSpec(ASSET, {"asset": 20, "credits": 2, "cost": 5}),
+    *(JobSpec(SHOT, {"shot": 30 + n, "fail_times": 1 + n % 2}, max_attempts=3) for n in range(3)),
+    JobSpec("storyboard_export", {"storyboard": 1}),
+    JobSpec(ASSET, {"asset": 40, "crash": True}),
+    JobSpec(ASSET, {"asset": 41, "fail_times": 5}, max_attempts=2),
+]
+DEMO_POLICY = RetryPolicy(base_delay=0.5, max_delay=2.0)
+
+
+def run(trail: Jobtrail, out: Console) -> None:
+    trail.init_db()
+    trail.service.policy = DEMO_POLICY
+    out.rule("jobtrail demo")
+    ids = trail.submit_many(BATCH)
+    out.print(
+        f"submitted {len(ids)} jobs: successes, insufficient credits, transient "
+        "failures, an unknown job type and a crash"
+    )
+
+    worker = trail.worker(
+        WorkerSettings(
+            concurrency=4,
+            until_empty=True,
+            progress_seconds=0.2,
+            lease_seconds=10,
+            heartbeat_seconds=2,
+        ),
+        worker_id="demo-worker",
+    )
+    stats: list[WorkerStats] = []
+    thread = threading.Thread(target=lambda: stats.append(worker.run()), daemon=True)
+    started = time.monotonic()
+    thread.start()
+    watch(trail, ids, thread, out)
+    thread.join()
+    out.print(f"all jobs finished in {time.monotonic() - started:.1f} s")
+
+    rows = {job_id: trail.get(job_id) for job_id in ids}
+    summary(rows.values(), out)
+    latencies = sorted(stats[0].failure_latencies) if stats else []
+    if latencies:
+        p50, p99 = (1000 * (percentile(latencies, p) or 0.0) for p in (50, 99))
+        out.print(
+            f"failure latency (processor raised → job row failed, committed): "
+            f"p50 {p50:.1f} ms, p99 {p99:.1f} ms over {len(latencies)} failures"
+        )
+    broke = next(i for i in ids if rows[i]["error_code"] == "insufficient_credits")
+    history(trail, broke, out)
+
+
+def watch(trail: Jobtrail, ids: list[str], worker: threading.Thread, out: Console) -> None:
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=out, transient=False) as progress:
+        task = progress.add_task("jobs finished", total=len(ids))
+        while worker.is_alive():
+            done = sum(JobStatus(trail.get(job_id)["status"]).is_terminal for job_id in ids)
+            progress.update(task, completed=done)
+            time.sleep(0.1)
+        progress.update(task, completed=len(ids))
+
+
+def summary(rows: Iterable[dict[str, Any]], out: Console) -> None:
+    table = Table(
+        "id",
+        "type",
+        "status",
+        "attempt",
+        "error_code",
+        "error_message",
+        "duration (s)",
+        title="the job table",
+    )
+    for row in sorted(rows, key=lambda r: (r["status"], r["job_type"])):
+        finished = row["completed_at"]
+        duration = (finished - row["created_at"]).total_seconds() if finished else None
+        table.add_row(
+            row["id"][:8],
+            row["job_type"],
+            row["status"],
+            str(row["attempt"]),
+            row["error_code"] or "-",
+            row["error_message"] or "-",
+            "-" if duration is None else f"{duration:.2f}",
+        )
+    out.print(table)
+
+
+def history(trail: Jobtrail, job_id: str, out: Console) -> None:
+    table = Table(
+        "v",
+        "type",
+        "actor",
+        "occurred_at",
+        "data",
+        "hash",
+        title=f"the full history of failed job {job_id}",
+    )
+    for event in trail.history(job_id):
+        table.add_row(
+            str(event.version),
+            event.type,
+            event.actor,
+            event.occurred_at.isoformat(timespec="milliseconds"),
+            str(event.data()),
+            event.hash[:12],
+        )
+    out.print(table)

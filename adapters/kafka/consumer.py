@@ -1,0 +1,359 @@
+"""Reading the `job-events` topic in another service: `JobEventConsumer`.
+
+It decodes each record with `jobtrail.adapters.kafka.codec.decode` (typed events; `RawEvent` for a
+type or schema version newer than this code) and calls the handler once per
+`(job_id, version)`:
+
+- **Duplicates are dropped.** A relay re-sends after a crash, so a record whose version is
+  not above the highest version already handled for its job is skipped (counted). The
+  highest version per job is kept in memory for the `window` most recently seen jobs (an
+  LRU). After a restart the window is empty: offsets committed by the group mean Kafka
+  itself re-delivers nothing that was handled, and a relay's re-sends are dropped only for
+  the jobs still in the window. Handlers with side effects that must never repeat should
+  also key them on `(job_id, version)`.
+- **Gaps are reported, not hidden.** A version more than one above the last handled one of
+  the same job calls `on_gap(Gap)` (default: a warning in the log), counts it in
+  `stats.gaps`, and the event is still handed on. A job first seen at a version above 1 is
+  not a gap: the consumer may have started in the middle of its history.
+- **Offsets are committed only after the handler returned.** `enable_auto_commit` is off;
+  each poll's handled records are committed together. A handler that raises stops the
+  consumer with `EventHandlerFailed`: the records handled before it are committed, the
+  failed one and everything after it are not, and the consumer seeks back to them, so
+  calling `run()` again (a retry) or starting another consumer of the group delivers the
+  failed record again. Whether to retry is the caller's decision.
+- **Undecodable records go to a dead-letter topic** (`<topic>.dead-letter` by default), with
+  the original key, value and headers plus headers saying why and where the record came
+  from; the consumer then commits past it and keeps going.
+- Broker errors become `BrokerUnavailable` / `BrokerRefused`. A commit or dead-letter
+  send that times out is retried on the next poll (the records are re-delivered and
+  dropped as duplicates) rather than stopping the consumer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from jobtrail.adapters.kafka.codec import RawEvent, decode
+from jobtrail.adapters.kafka.errors import (
+    BrokerRefused,
+    BrokerUnavailable,
+    EventHandlerFailed,
+    UndecodableMessage,
+)
+from jobtrail.domain.errors import JobtrailError
+from jobtrail.domain.events import Event
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTER_SUFFIX = ".dead-letter"
+HEADER_DL_REASON = "dead_letter_reason"
+HEADER_DL_TOPIC = "original_topic"
+HEADER_DL_PARTITION = "original_partition"
+HEADER_DL_OFFSET = "original_offset"
+DEFAULT_WINDOW = 10_000
+"""Jobs whose highest version is remembered (about 150 bytes each)."""
+
+Handler = Callable[[Event | RawEvent], None]
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Versions of a job that never arrived: `expected` was due, `received` came."""
+
+    job_id: str
+    expected: int
+    received: int
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass
+class ConsumerStats:
+    handled: int = 0
+    duplicates: int = 0
+    gaps: int = 0
+    dead_lettered: int = 0
+
+    def summary(self) -> str:
+        return (
+            f"handled {self.handled} event(s), dropped {self.duplicates} duplicate(s), "
+            f"{self.gaps} gap(s), {self.dead_lettered} dead-lettered"
+        )
+
+
+class Verdict(Enum):
+    NEW = "new"
+    DUPLICATE = "duplicate"
+    GAP = "gap"
+
+
+class VersionWindow:
+    """The highest handled version of the `capacity` most recently seen jobs (an LRU)."""
+
+    def __init__(self, capacity: int = DEFAULT_WINDOW) -> None:
+        if capacity < 1:
+            raise ValueError(f"the dedupe window needs at least 1 job, not {capacity}")
+        self.capacity = capacity
+        self._last: OrderedDict[str, int] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+    def last(self, job_id: str) -> int | None:
+        return self._last.get(job_id)
+
+    def check(self, job_id: str, version: int) -> Verdict:
+        last = self._last.get(job_id)
+        if last is None:
+            return Verdict.NEW
+        if version <= last:
+            return Verdict.DUPLICATE
+        return Verdict.GAP if version > last + 1 else Verdict.NEW
+
+    def accept(self, job_id: str, version: int) -> None:
+        """Remember that `version` of the job was handled; forget the least recent job."""
+        self._last[job_id] = version
+        self._last.move_to_end(job_id)
+        if len(self._last) > self.capacity:
+            self._last.popitem(last=False)
+
+
+def warn_gap(gap: Gap) -> None:
+    log.warning(
+        "gap in job %s: expected version %d, received %d (%s[%d]@%d)",
+        gap.job_id,
+        gap.expected,
+        gap.received,
+        gap.topic,
+        gap.partition,
+        gap.offset,
+    )
+
+
+@contextlib.contextmanager
+def kafka_errors(bootstrap: str) -> Iterator[None]:
+    """kafka-python's errors as jobtrail's: unreachable (retriable) or refused."""
+    from kafka.errors import KafkaError
+
+    try:
+        yield
+    except KafkaError as error:
+        reason = str(error) or type(error).__name__
+        if getattr(error, "retriable", False):
+            raise BrokerUnavailable(bootstrap=bootstrap, reason=reason) from error
+        raise BrokerRefused(bootstrap=bootstrap, reason=reason) from error
+
+
+class _Retry(Exception):
+    """The broker did not answer in time: re-read from this record on the next poll."""
+
+
+class JobEventConsumer:
+    """Calls `handler` once per new `(job_id, version)` on `topic`, in order per job.
+
+    `group=None` reads every partition without a consumer group and commits nothing
+    (a read-only look, as `jobtrail consume` does without `--group`). `from_beginning`
+    applies when the group has no committed offsets (Kafka's `auto_offset_reset`).
+    `settings` are passed on to `KafkaConsumer` (e.g. session timeouts).
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        bootstrap: str,
+        topic: str,
+        group: str | None = None,
+        from_beginning: bool = False,
+        dead_letter_topic: str | None = None,
+        window: int = DEFAULT_WINDOW,
+        on_gap: Callable[[Gap], None] = warn_gap,
+        connect_timeout: float = 10.0,
+        settings: Mapping[str, Any] | None = None,
+    ) -> None:
+        from kafka import KafkaConsumer
+
+        self.handler = handler
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.group = group
+        self.dead_letter_topic = dead_letter_topic or topic + DEAD_LETTER_SUFFIX
+        self.window = VersionWindow(window)
+        self.on_gap = on_gap
+        self.stats = ConsumerStats()
+        self._timeout_ms = max(int(connect_timeout * 1000), 100)
+        self._producer: Any = None
+        with kafka_errors(bootstrap):
+            self._consumer: Any = KafkaConsumer(
+                topic,
+                bootstrap_servers=bootstrap,
+                group_id=group,
+                client_id="jobtrail-consumer",
+                enable_auto_commit=False,
+                **{
+                    "auto_offset_reset": "earliest" if from_beginning else "latest",
+                    "bootstrap_timeout_ms": self._timeout_ms,
+                    # an empty fetch returns after this long; kafka-python's 500 ms default
+                    # is added to the latency of every event on a broker that holds fetches
+                    "fetch_max_wait_ms": 100,
+                    **dict(settings or {}),
+                },
+            )
+
+    # ------------------------------------------------------------------ loop
+
+    def run(
+        self, until_idle: float | None = None, stop: threading.Event | None = None
+    ) -> ConsumerStats:
+        """Consume until `stop` is set, or no record came for `until_idle` seconds."""
+        stop = stop or threading.Event()
+        last_record = time.monotonic()
+        while not stop.is_set():
+            if self.poll(0.2 if until_idle is not None else 0.5):
+                last_record = time.monotonic()
+            elif until_idle is not None and time.monotonic() - last_record >= until_idle:
+                break
+        return self.stats
+
+    def poll(self, timeout: float = 0.5) -> int:
+        """One fetch: handle its records and commit them; the number of records read."""
+        with kafka_errors(self.bootstrap):
+            batch: dict[Any, list[Any]] = self._consumer.poll(timeout_ms=int(timeout * 1000))
+        done: dict[Any, int] = {}  # partition -> next offset to commit
+        pending = list(batch.items())
+        try:
+            for index, (partition, records) in enumerate(pending):
+                for record in records:
+                    try:
+                        self._one(record)
+                    except (_Retry, EventHandlerFailed):
+                        self._rewind(partition, record.offset, pending[index + 1 :])
+                        raise
+                    done[partition] = record.offset + 1
+        except _Retry:
+            log.warning("the broker did not answer; reading again from the first record left")
+        finally:
+            self._commit(done)
+        return sum(len(records) for _, records in pending)
+
+    def _one(self, record: Any) -> None:
+        try:
+            event = decode(record.value)
+        except UndecodableMessage as error:
+            self._dead_letter(record, error)
+            return
+        verdict = self.window.check(event.job_id, event.version)
+        if verdict is Verdict.DUPLICATE:
+            self.stats.duplicates += 1
+            log.debug("duplicate: job %s version %d", event.job_id, event.version)
+            return
+        try:
+            if verdict is Verdict.GAP:
+                self.stats.gaps += 1
+                last = self.window.last(event.job_id) or 0
+                gap = Gap(
+                    event.job_id,
+                    last + 1,
+                    event.version,
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                )
+                self.on_gap(gap)
+            self.handler(event)
+        except Exception as error:
+            where = f"{record.topic}[{record.partition}]@{record.offset}"
+            raise EventHandlerFailed(
+                record=where,
+                job_id=event.job_id,
+                version=event.version,
+                reason=f"{type(error).__name__}: {error}",
+            ) from error
+        self.window.accept(event.job_id, event.version)
+        self.stats.handled += 1
+
+    def _rewind(self, partition: Any, offset: int, untouched: list[tuple[Any, list[Any]]]) -> None:
+        """Seek back so nothing from `offset` on (nor any untouched partition) is skipped."""
+        self._consumer.seek(partition, offset)
+        for other, records in untouched:
+            self._consumer.seek(other, records[0].offset)
+
+    def _commit(self, done: dict[Any, int]) -> None:
+        if not done or self.group is None:
+            return
+        from kafka import OffsetAndMetadata
+        from kafka.errors import CommitFailedError, KafkaError
+
+        offsets = {p: OffsetAndMetadata(offset, "", -1) for p, offset in done.items()}
+        try:
+            self._consumer.commit(offsets, timeout_ms=self._timeout_ms)
+        except (CommitFailedError, KafkaError) as error:
+            if not (isinstance(error, CommitFailedError) or error.retriable):
+                raise BrokerRefused(bootstrap=self.bootstrap, reason=str(error)) from error
+            # Handled but not committed (broker away, or the partitions moved to another
+            # member): they are delivered again and dropped as duplicates in this window.
+            log.warning("offsets not committed (records will be delivered again): %s", error)
+
+    # ------------------------------------------------------------ dead letters
+
+    def _dead_letter(self, record: Any, error: UndecodableMessage) -> None:
+        headers = [
+            *(record.headers or []),
+            (HEADER_DL_REASON, str(error).encode()),
+            (HEADER_DL_TOPIC, record.topic.encode()),
+            (HEADER_DL_PARTITION, str(record.partition).encode()),
+            (HEADER_DL_OFFSET, str(record.offset).encode()),
+        ]
+        try:
+            with kafka_errors(self.bootstrap):
+                future = self._dead_letters().send(
+                    self.dead_letter_topic, key=record.key, value=record.value, headers=headers
+                )
+                future.get(timeout=self._timeout_ms / 1000)
+        except BrokerUnavailable as unavailable:
+            raise _Retry() from unavailable
+        self.stats.dead_lettered += 1
+        log.warning(
+            "%s[%d]@%d sent to %s: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            self.dead_letter_topic,
+            error,
+        )
+
+    def _dead_letters(self) -> Any:
+        if self._producer is None:
+            from kafka import KafkaProducer
+
+            self._producer = KafkaProducer(
+                bootstrap_servers=self.bootstrap,
+                client_id="jobtrail-dead-letters",
+                acks="all",
+                bootstrap_timeout_ms=self._timeout_ms,
+            )
+        return self._producer
+
+    # ------------------------------------------------------------------ close
+
+    def close(self) -> None:
+        """Leave the group (no commit: only handled records were ever committed)."""
+        with contextlib.suppress(JobtrailError), kafka_errors(self.bootstrap):
+            if self._producer is not None:
+                self._producer.close(timeout=self._timeout_ms / 1000)
+            self._consumer.close(autocommit=False)
+
+    def __enter__(self) -> JobEventConsumer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

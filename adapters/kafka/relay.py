@@ -1,0 +1,241 @@
+"""The relay: the event log, in position order, onto the Kafka topic.
+
+The log is the outbox. The relay reads everything after its stored position (gap-free:
+positions become visible in commit order), publishes it, and stores the new position only
+after the broker acknowledged it. A crash between the two re-sends a batch, never loses
+one; consumers drop the duplicates by ``(job_id, version)``.
+
+One relay publishes at a time: it holds a lease on its row of ``relay_position`` and
+renews it with every save; others stand by and take over once the lease expires (or at
+once, when the holder stops cleanly and releases it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Protocol
+
+from jobtrail.adapters.kafka.codec import Record
+from jobtrail.adapters.kafka.errors import BrokerUnavailable
+from jobtrail.adapters.kafka.relay_position import LostRelayLease, SqlRelayPosition
+from jobtrail.adapters.kafka.relay_source import LogBatch
+from jobtrail.domain.errors import DatabaseUnavailable
+from jobtrail.domain.ports import Clock
+
+log = logging.getLogger(__name__)
+
+
+class RecordSource(Protocol):
+    def records_after(self, position: int, limit: int) -> LogBatch:
+        """Up to `limit` records of the log after `position`, in position order."""
+
+    def close(self) -> None: ...
+
+
+class Acknowledgement(Protocol):
+    def wait(self) -> None:
+        """Return once the broker acknowledged every record sent; raise BrokerUnavailable if not."""
+
+
+class Publisher(Protocol):
+    def send(self, records: Sequence[Record]) -> Acknowledgement:
+        """Start sending `records`; the acknowledgement tells when the broker has them all."""
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """A batch sent but not yet acknowledged: the position is stored once it is."""
+
+    acknowledgement: Acknowledgement
+    last_position: int
+    count: int
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    batch: int = 5000
+    lease: float = 10.0
+    """Seconds a silent relay keeps the right to publish; a standby takes over after it."""
+    poll: float = 0.05
+    """Seconds between reads of the log when there was nothing new (an indexed range read)."""
+    max_backoff: float = 10.0
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Relay:
+    def __init__(
+        self,
+        source: RecordSource,
+        positions: SqlRelayPosition,
+        publisher: Publisher,
+        clock: Clock,
+        settings: RelaySettings | None = None,
+        owner: str | None = None,
+    ) -> None:
+        self.source = source
+        self.positions = positions
+        self.publisher = publisher
+        self.clock = clock
+        self.settings = settings or RelaySettings()
+        self.owner = owner or default_owner()
+        self.position: int | None = None
+        """The acknowledged position while this relay holds the lease; None on standby."""
+        self.caught_up = False
+        """Whether the last read, made while holding the lease, found nothing new."""
+        self._renew_at = 0.0
+        self._in_flight: InFlight | None = None
+        self._stop = threading.Event()
+        self._draining = threading.Event()
+        self._backoff = 0.0
+
+    # ----------------------------------------------------------------- running
+
+    def run(self, until_caught_up: bool = False) -> None:
+        """Publish until stopped (or, with `until_caught_up`, until nothing is left)."""
+        log.info("relay %s starting", self.owner)
+        try:
+            while not self._stop.is_set():
+                draining = self._draining.is_set()  # before the read that must see it all
+                if self.step() > 0:
+                    continue
+                if self._finished(until_caught_up, draining):
+                    return
+                self._stop.wait(self.settings.poll)
+        finally:
+            self._release()
+            self.publisher.close()
+            self.source.close()
+
+    def stop(self, drain: bool = False) -> None:
+        """Stop now, or (`drain`) once everything already in the log is published."""
+        if drain:
+            self._draining.set()
+        else:
+            self._stop.set()
+
+    def _finished(self, until_caught_up: bool, draining: bool) -> bool:
+        if draining and self.position is None:
+            return True  # on standby: the lease holder publishes the rest
+        return (until_caught_up or draining) and self.caught_up
+
+    def step(self) -> int:
+        """One round: make sure of the lease, publish one batch. Returns events published."""
+        try:
+            published = self._step()
+        except (BrokerUnavailable, DatabaseUnavailable) as error:
+            self._in_flight = None  # sent again from the stored position
+            self._wait_after(error)
+            return 0
+        except LostRelayLease as error:
+            log.warning("%s Standing by.", error)
+            self._in_flight = None
+            self.position = None
+            return 0
+        self._backoff = 0.0
+        return published
+
+    def _step(self) -> int:
+        """Read the next batch while the previous one is in flight, then store that one.
+
+        Reading, encoding and sending overlap the broker's acknowledgement of the batch
+        before; a failure drops both and the next step sends again from the stored position.
+        """
+        self.caught_up = False
+        if not self._hold_lease():
+            return 0
+        assert self.position is not None
+        in_flight = self._in_flight
+        read_from = in_flight.last_position if in_flight else self.position
+        batch = self.source.records_after(read_from, self.settings.batch)
+        events = batch.records
+        if events:
+            acknowledgement = self.publisher.send(events)
+            self._in_flight = InFlight(acknowledgement, batch.last_position, len(events))
+        else:
+            self._in_flight = None
+        if in_flight is None:
+            self.caught_up = not events
+            return 0 if not events else self._step()
+        in_flight.acknowledgement.wait()
+        self.positions.save(self.owner, in_flight.last_position, self.clock.now(), self._lease())
+        self._renewed()
+        self.position = in_flight.last_position
+        log.debug("published %d events up to position %d", in_flight.count, self.position)
+        return in_flight.count
+
+    def _hold_lease(self) -> bool:
+        """Whether this relay may publish; renews the lease once a third of it has passed."""
+        if self.position is not None and time.monotonic() < self._renew_at:
+            return True
+        position = self.positions.acquire(self.owner, self.clock.now(), self._lease())
+        if position is None:
+            if self.position is not None:
+                log.warning("relay %s lost its lease; standing by", self.owner)
+            self.position = None
+            return False
+        if self.position is None:
+            log.info("relay %s publishing from position %d", self.owner, position)
+        self.position = position
+        self._renewed()
+        return True
+
+    def _renewed(self) -> None:
+        self._renew_at = time.monotonic() + self.settings.lease / 3
+
+    def _wait_after(self, error: Exception) -> None:
+        self._backoff = min(max(self._backoff * 2, 0.5), self.settings.max_backoff)
+        log.warning("%s Retrying in %.1f s.", error, self._backoff)
+        deadline = self._backoff
+        while deadline > 0 and not self._stop.is_set():
+            # keep the lease while waiting for the broker, so no standby starts duplicating
+            self._renew_quietly()
+            slice_ = min(deadline, self.settings.lease / 3)
+            self._stop.wait(slice_)
+            deadline -= slice_
+
+    def _renew_quietly(self) -> None:
+        if self.position is None:
+            return
+        with contextlib.suppress(DatabaseUnavailable):
+            self._hold_lease()  # renews once a third of the lease has passed
+
+    def _release(self) -> None:
+        if self.position is None:
+            return
+        try:
+            self.positions.release(self.owner, self.clock.now())
+        except DatabaseUnavailable as error:
+            log.warning("%s The relay lease expires by itself.", error)
+        self.position = None
+
+    def _lease(self) -> timedelta:
+        return timedelta(seconds=self.settings.lease)
+
+
+def run_in_thread(relay: Relay, on_exit: Callable[[], None] | None = None) -> threading.Thread:
+    """Run the relay beside a worker (`jobtrail worker --relay`); stop it with `relay.stop()`."""
+
+    def target() -> None:
+        try:
+            relay.run()
+        finally:
+            if on_exit is not None:
+                on_exit()
+
+    thread = threading.Thread(target=target, name="jobtrail-relay", daemon=True)
+    thread.start()
+    return thread

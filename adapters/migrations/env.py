@@ -1,8 +1,0 @@
-"""Alembic environment: runs on the connection `adapters.migrate` hands it."""
-
-from alembic import context
-
-connection = context.config.attributes["connection"]
-context.configure(connection=connection, target_metadata=None)
-with context.begin_transaction():
-    context.run_migrations()
