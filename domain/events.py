@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Self
@@ -309,40 +310,36 @@ class UnknownEventType(ValueError):
     """An event type this version of jobtrail does not know."""
 
 
-def event_from_record(
-    *,
-    type: str,
-    data: dict[str, Any],
-    metadata: dict[str, Any],
-    job_id: str,
-    version: int,
-    event_id: str,
-    occurred_at: datetime,
-    prev_hash: str,
-    hash: str,
-    position: int | None = None,
-) -> Event:
-    """Rebuild an event from its stored (or published) form."""
+def event_from_envelope(envelope: Mapping[Any, Any]) -> Event:
+    """The typed event of one envelope: a stored row, a published record or an exported line.
+
+    The one decoder of the project (the store, the Kafka codec, the consumer and replay use
+    it). ``occurred_at`` may be a `datetime` (a database row) or its ISO text (JSON); a
+    missing ``metadata`` or ``position`` is allowed. Raises `UnknownEventType` for a type
+    this version does not know, and `TypeError`/`ValueError` for data it cannot build from.
+    """
     try:
-        cls = EVENT_TYPES[type]
+        cls = EVENT_TYPES[envelope["type"]]
     except KeyError:
-        raise UnknownEventType(type) from None
+        raise UnknownEventType(envelope["type"]) from None
     own, times = _decoding(cls)
     decoded = {
         k: (parse_time(v) if v is not None and k in times else v)
-        for k, v in data.items()
+        for k, v in envelope["data"].items()
         if k in own
     }
+    occurred_at = envelope["occurred_at"]
+    metadata = envelope.get("metadata") or {}
     return cls(
-        job_id=job_id,
-        version=version,
-        event_id=event_id,
-        occurred_at=occurred_at,
+        job_id=envelope["job_id"],
+        version=envelope["version"],
+        event_id=envelope["event_id"],
+        occurred_at=occurred_at if isinstance(occurred_at, datetime) else parse_time(occurred_at),
         actor=metadata.get("actor", "system"),
         correlation_id=metadata.get("correlation_id"),
-        prev_hash=prev_hash,
-        hash=hash,
-        position=position,
+        prev_hash=envelope["prev_hash"],
+        hash=envelope["hash"],
+        position=envelope.get("position"),
         **decoded,
     )
 

@@ -5,7 +5,7 @@ the one function every append of the SQL event store goes through (single append
 the worker's turns, on SQLite and PostgreSQL; `jobtrail.adapters.sql.queue` imports it by name, so
 both references are wrapped): right after the writes it reads the events back in the same
 transaction - so with the position the database assigned and the data as stored - and
-validates each envelope as the relay publishes it (`to_event(row).envelope()`).
+validates each envelope as the relay publishes it (`event_from_envelope(row).envelope()`).
 
 A violation fails the test that caused it (at its teardown, even when the append ran in a
 worker thread that swallowed nothing); anything appended outside a test (a module fixture)
@@ -28,6 +28,7 @@ import pytest
 from jobtrail.adapters.sql import queue as sql_queue
 from jobtrail.adapters.sql import store as sql_store
 from jobtrail.adapters.sql.schema import job_events
+from jobtrail.domain.events import event_from_envelope
 from jobtrail.domain.ports import Append
 from jsonschema import Draft202012Validator, FormatChecker
 from sqlalchemy import Connection, select
@@ -85,7 +86,7 @@ def _write_and_check(conn: Connection, appends: Sequence[Append]) -> None:
     query = select(*sql_store._EVENT_COLUMNS).where(job_events.c.event_id.in_(ids))
     rows = conn.execute(query).mappings().all()  # a killed connection fails the append here
     for row in rows:
-        RECORDER.check(sql_store.to_event(row).envelope())
+        RECORDER.check(event_from_envelope(row).envelope())
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -30,7 +30,7 @@ from jobtrail.domain.events import (
     JobStarted,
     covered_fields,
     covered_hash,
-    event_from_record,
+    event_from_envelope,
 )
 from jobtrail.domain.seals import RunningDigest, Seal
 from jobtrail.projections.job_table import COLUMNS, assignments, new_row
@@ -288,18 +288,7 @@ class _JobCheck:
             )
             return None
         try:
-            return event_from_record(
-                type=record.type,
-                data=record.data,
-                metadata=record.metadata,
-                job_id=record.job_id,
-                version=record.version,
-                event_id=record.event_id,
-                occurred_at=record.occurred_at,
-                prev_hash=record.prev_hash,
-                hash=record.hash,
-                position=record.position,
-            )
+            return event_from_envelope(record._asdict())
         except (TypeError, ValueError, AttributeError) as error:
             self.problem("bad_data", record, f"the data of {record.type} cannot be read: {error}")
             return None

@@ -19,8 +19,7 @@ from jobtrail.domain.events import (
     SCHEMA_VERSION,
     Event,
     UnknownEventType,
-    event_from_record,
-    parse_time,
+    event_from_envelope,
 )
 
 HEADER_TYPE = "event_type"
@@ -97,18 +96,7 @@ def decode(value: bytes | None) -> Event | RawEvent:
     if envelope["schema_version"] > SCHEMA_VERSION or envelope["type"] not in EVENT_TYPES:
         return _raw(envelope)
     try:
-        return event_from_record(
-            type=envelope["type"],
-            data=envelope["data"],
-            metadata=envelope.get("metadata") or {},
-            job_id=envelope["job_id"],
-            version=envelope["version"],
-            event_id=envelope["event_id"],
-            occurred_at=parse_time(envelope["occurred_at"]),
-            prev_hash=envelope["prev_hash"],
-            hash=envelope["hash"],
-            position=envelope.get("position"),
-        )
+        return event_from_envelope(envelope)
     except UnknownEventType:
         return _raw(envelope)
     except (TypeError, ValueError) as error:

@@ -21,7 +21,7 @@ from jobtrail.adapters.sql import pg_pipeline
 from jobtrail.adapters.sql.engine import WRITE, is_postgres, translated_errors
 from jobtrail.adapters.sql.schema import job, job_events, job_lease
 from jobtrail.domain.errors import ConcurrencyConflict, DuplicateIdempotencyKey, InvalidCommand
-from jobtrail.domain.events import Event, JobStarted, event_from_record
+from jobtrail.domain.events import Event, JobStarted, event_from_envelope
 from jobtrail.domain.lifecycle import status_after
 from jobtrail.domain.ports import Append, EventStore
 from jobtrail.domain.status import JobStatus
@@ -29,7 +29,6 @@ from jobtrail.projections.job_table import assignments, fold
 from sqlalchemy import (
     Connection,
     Engine,
-    RowMapping,
     String,
     any_,
     bindparam,
@@ -108,7 +107,7 @@ class SqlEventStore(EventStore):
             .order_by(job_events.c.version)
         )
         with translated_errors(), self.engine.connect() as conn:
-            return [to_event(row) for row in conn.execute(query).mappings()]
+            return [event_from_envelope(row) for row in conn.execute(query).mappings()]
 
     def load_many(self, job_ids: Collection[str]) -> dict[str, list[Event]]:
         with translated_errors(), self.engine.connect() as conn:
@@ -122,7 +121,7 @@ class SqlEventStore(EventStore):
             .limit(limit)
         )
         with translated_errors(), self.engine.connect() as conn:
-            return [to_event(row) for row in conn.execute(query).mappings()]
+            return [event_from_envelope(row) for row in conn.execute(query).mappings()]
 
     def stream_by_job(self, conn: Connection) -> Iterator[Event]:
         """Every event, grouped by job in version order, streamed (for rebuilds)."""
@@ -133,7 +132,7 @@ class SqlEventStore(EventStore):
         )
         result = conn.execute(query)
         for row in result.mappings():
-            yield to_event(row)
+            yield event_from_envelope(row)
 
 
 def write_appends(conn: Connection, appends: Sequence[Append]) -> None:
@@ -216,7 +215,7 @@ def load_many(conn: Connection, job_ids: Collection[str]) -> dict[str, list[Even
     histories: dict[str, list[Event]] = {}
     if job_ids:
         for row in conn.execute(_LOAD_MANY[is_postgres(conn)], {"ids": list(job_ids)}).mappings():
-            histories.setdefault(row["job_id"], []).append(to_event(row))
+            histories.setdefault(row["job_id"], []).append(event_from_envelope(row))
     return histories
 
 
@@ -224,21 +223,6 @@ def lock_appends(conn: Connection) -> None:
     """Take the lock that orders positions, until ``conn``'s transaction ends."""
     if is_postgres(conn):
         conn.execute(_APPEND_LOCK)
-
-
-def to_event(row: RowMapping) -> Event:
-    return event_from_record(
-        type=row["type"],
-        data=row["data"],
-        metadata=row["metadata"],
-        job_id=row["job_id"],
-        version=row["version"],
-        event_id=row["event_id"],
-        occurred_at=row["occurred_at"],
-        prev_hash=row["prev_hash"],
-        hash=row["hash"],
-        position=row["position"],
-    )
 
 
 def _check_append(item: Append) -> None:
