@@ -132,7 +132,8 @@ def run_replay(url: str, workers: int | None = None) -> dict[str, object]:
     (``RUSAGE_CHILDREN``: the children this process waited for).
     """
     from jobtrail.adapters.audit.parallel import default_workers
-    from jobtrail.adapters.audit.replay import Scope, replay_database
+    from jobtrail.adapters.audit.passes import Scope
+    from jobtrail.adapters.audit.replay import replay_database
     from jobtrail.adapters.bootstrap import connect
 
     trail = connect(url)

@@ -7,6 +7,8 @@ log and the live table the replaying transaction sees, while jobs keep running. 
 is cut into parts: the seal pass, and the histories (with their rows' diff) of ranges of
 job ids. Workers take parts as they come free; the parts' reports are merged in log order
 (seals, then the ranges in id order), which gives the report one process would give.
+
+The passes come from `passes`; `replay` calls this module, never the other way round.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from jobtrail.adapters.audit.checks.report import Report
+from jobtrail.adapters.audit.passes import Progress, Scope, add_notes, histories, seal_pass
 from jobtrail.adapters.audit.reads import LIVE, JobRange, count_events, split_jobs
-from jobtrail.adapters.audit.replay import Progress, Scope, add_notes, histories, seal_pass
-from jobtrail.adapters.audit.verify import Report
 from jobtrail.adapters.sql import engine as database
 from jobtrail.domain.errors import StorageError
 from sqlalchemy import Connection, text

@@ -1,45 +1,29 @@
 """What replay, seal and export read from SQL: the log in two orders, seals, live rows.
 
 The same functions read the real tables and the staging copy a file or a Kafka topic is
-loaded into (`Staging`), so every source is verified by the same code. Reads stream
-(server-side cursors on PostgreSQL); none of them writes, except `append_seal`.
+loaded into (`staging.Staging`), so every source is verified by the same code. Reads stream
+(server-side cursors on PostgreSQL); nothing here writes (a seal is appended by `seal`).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from jobtrail.adapters.audit.verify import LiveRow, StoredEvent
-from jobtrail.adapters.sql.engine import WRITE, is_postgres, translated_errors
-from jobtrail.adapters.sql.schema import UtcDateTime, job, job_events, job_log_seals
-from jobtrail.domain.seals import RunningDigest, Seal
+from jobtrail.adapters.audit.checks.records import StoredEvent
+from jobtrail.adapters.audit.checks.row_diff import LiveRow
+from jobtrail.adapters.sql.engine import is_postgres
+from jobtrail.adapters.sql.schema import job, job_events, job_log_seals
+from jobtrail.domain.seals import Seal
 from jobtrail.projections.job_table import COLUMNS
 from psycopg.types.json import set_json_loads
-from sqlalchemy import (
-    JSON,
-    Column,
-    Connection,
-    Engine,
-    Index,
-    Integer,
-    MetaData,
-    Select,
-    String,
-    Table,
-    create_engine,
-    event,
-    func,
-    insert,
-    select,
-)
+from sqlalchemy import Connection, Select, Table, func, select
 
 FETCH = 5000
+"""Rows per fetch of a streamed read, and per insert into staging."""
 
 
 @dataclass(frozen=True)
@@ -53,10 +37,8 @@ class LogTables:
 LIVE = LogTables(job_events, job_log_seals)
 
 
-# ------------------------------------------------------------------------ reads
-
-
 def _streamed(query: Select[Any]) -> Select[Any]:
+    """``query`` read in batches (SQLite; PostgreSQL reads through a named cursor)."""
     return query.execution_options(stream_results=True, yield_per=FETCH)
 
 
@@ -111,6 +93,7 @@ def stream_positions(
 
 
 def _record_columns(t: Table) -> tuple[Any, ...]:
+    """The event table's columns in `StoredEvent`'s field order."""
     return tuple(t.c[name] for name in StoredEvent._fields)
 
 
@@ -184,6 +167,7 @@ def stream_live_rows(
 
 
 def read_seals(conn: Connection, tables: LogTables) -> list[Seal]:
+    """Every seal, in position order (few: one per `jobtrail seal`); none for a topic."""
     if tables.seals is None:
         return []
     s = tables.seals
@@ -207,140 +191,12 @@ def split_jobs(conn: Connection, parts: int) -> list[JobRange]:
 
 
 def count_events(conn: Connection, tables: LogTables) -> int:
+    """The events in the log: the total a progress bar counts towards."""
     count: int = conn.execute(select(func.count()).select_from(tables.events)).scalar_one()
     return count
 
 
 def last_position(conn: Connection, tables: LogTables) -> int:
+    """The highest position visible now (0: empty): where a seal or an export stops."""
     found = conn.execute(select(func.max(tables.events.c.position))).scalar_one()
     return int(found or 0)
-
-
-# ------------------------------------------------------------------------ seal
-
-
-@dataclass(frozen=True)
-class SealRecord:
-    seal_id: int
-    position: int
-    event_count: int
-    digest: str
-    previous: Seal | None
-
-
-def append_seal(engine: Engine, actor: str) -> SealRecord:
-    """Fold the log since the last seal into the running digest and append a seal.
-
-    Covers every event up to the highest position visible when it starts; events appended
-    meanwhile get later positions (positions are handed out in commit order) and are left
-    for the next seal.
-    """
-    with translated_errors(), engine.connect() as conn:
-        upto = last_position(conn, LIVE)
-        seals = read_seals(conn, LIVE)
-        previous = seals[-1] if seals else None
-        running = RunningDigest.after(previous)
-        for position, event_hash in stream_positions(conn, LIVE, running.position, upto):
-            running.add(position, event_hash)
-        conn.rollback()
-    row = {
-        "position": upto,
-        "event_count": running.count,
-        "digest": running.digest,
-        "actor": actor,
-    }
-    with (
-        translated_errors(),
-        engine.connect().execution_options(**WRITE) as conn,
-        conn.begin(),
-    ):
-        seal_id = conn.execute(insert(job_log_seals).returning(job_log_seals.c.seal_id), row)
-        new_id = int(seal_id.scalar_one())
-    return SealRecord(new_id, upto, running.count, running.digest, previous)
-
-
-# ------------------------------------------------------------------------ staging
-
-
-staging_metadata = MetaData()
-staged_events = Table(
-    "job_events",
-    staging_metadata,
-    Column("position", Integer, nullable=False),
-    Column("event_id", String, nullable=False),
-    Column("job_id", String, nullable=False),
-    Column("version", Integer, nullable=False),
-    Column("type", String, nullable=False),
-    Column("schema_version", Integer, nullable=False),
-    Column("data", JSON, nullable=False),
-    Column("metadata", JSON, nullable=False),
-    Column("occurred_at", UtcDateTime, nullable=False),
-    Column("prev_hash", String, nullable=False),
-    Column("hash", String, nullable=False),
-    Index("staged_by_job", "job_id", "version", "position"),
-    Index("staged_by_position", "position"),
-)
-"""A copy of `job_events` without constraints: a file or a topic may hold anything."""
-
-staged_seals = Table(
-    "job_log_seals",
-    staging_metadata,
-    Column("seal_id", Integer, nullable=False),
-    Column("position", Integer, nullable=False),
-    Column("event_count", Integer, nullable=False),
-    Column("digest", String, nullable=False),
-)
-
-
-class Staging:
-    """A throwaway SQLite file holding a file's or a topic's events, so that replay can read
-    them in position order and in job order without holding them in memory."""
-
-    def __init__(self) -> None:
-        self._directory = tempfile.TemporaryDirectory(prefix="jobtrail-replay-")
-        path = Path(self._directory.name) / "staging.db"
-        self.engine = create_engine(f"sqlite:///{path}")
-        event.listen(self.engine, "connect", _fast_sqlite)
-        staging_metadata.create_all(self.engine)
-        self.tables = LogTables(staged_events, staged_seals)
-
-    def add_events(self, records: Iterable[StoredEvent]) -> None:
-        with self.engine.begin() as conn:
-            batch: list[dict[str, Any]] = []
-            for record in records:
-                batch.append(record._asdict())
-                if len(batch) >= FETCH:
-                    conn.execute(insert(staged_events), batch)
-                    batch = []
-            if batch:
-                conn.execute(insert(staged_events), batch)
-
-    def add_seals(self, seals: Iterable[Seal]) -> None:
-        rows = [
-            {
-                "seal_id": s.seal_id,
-                "position": s.position,
-                "event_count": s.event_count,
-                "digest": s.digest,
-            }
-            for s in seals
-        ]
-        if rows:
-            with self.engine.begin() as conn:
-                conn.execute(insert(staged_seals), rows)
-
-    def close(self) -> None:
-        self.engine.dispose()
-        self._directory.cleanup()
-
-
-def _fast_sqlite(dbapi_connection: Any, _record: Any) -> None:
-    """A scratch copy: durability does not matter, speed does."""
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=OFF")
-    cursor.execute("PRAGMA synchronous=OFF")
-    cursor.close()
-
-
-def dialect_of(engine: Engine) -> str:
-    return "postgresql" if is_postgres(engine) else engine.dialect.name

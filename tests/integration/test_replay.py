@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from jobtrail.adapters.audit.parallel import Part, _collect, work
-from jobtrail.adapters.audit.replay import Scope
+from jobtrail.adapters.audit.passes import Scope
 from jobtrail.adapters.bootstrap import Jobtrail, connect
 from jobtrail.adapters.cli.main import main
 from jobtrail.adapters.sql.schema import job_events

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from jobtrail.adapters.audit.reads import append_seal
+from jobtrail.adapters.audit.seal import append_seal
 from jobtrail.adapters.bootstrap import Jobtrail
 from jobtrail.adapters.sql.engine import translated_errors
 from jobtrail.domain.errors import AppendOnlyViolation

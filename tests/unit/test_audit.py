@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
 
 import pytest
-from jobtrail.adapters.audit.verify import Problem, Report, StoredEvent, check_seals, verify_job
+from jobtrail.adapters.audit.checks.history import verify_job
+from jobtrail.adapters.audit.checks.records import Problem, StoredEvent
+from jobtrail.adapters.audit.checks.report import Report
+from jobtrail.adapters.audit.checks.seal_check import check_seals
 from jobtrail.domain.events import Event
 from jobtrail.domain.seals import EMPTY_DIGEST, Seal, next_digest
 from jobtrail.projections.job_table import fold
@@ -123,3 +129,26 @@ def test_parts_merged_in_order_give_the_report_of_one_pass() -> None:
         part.add(part_problems)
         merged.merge(part)
     assert merged.as_dict() == {**whole.as_dict(), "events": 15, "jobs": 6}
+
+
+def test_the_audit_modules_load_no_broker_and_the_commands_no_library() -> None:
+    """Kafka loads when a topic is read, never on import; the parser (`jobtrail --help`) of
+    the audit commands loads neither SQLAlchemy, rich nor Kafka (a fresh interpreter: this
+    one has them all)."""
+    script = textwrap.dedent(
+        """
+        import argparse, pkgutil, sys
+        import jobtrail.adapters.cli.audit as commands
+        commands.add_commands(argparse.ArgumentParser().add_subparsers())
+        heavy = ("sqlalchemy", "rich", "kafka", "alembic", "psycopg")
+        print(sorted({m.split(".")[0] for m in sys.modules} & set(heavy)))
+        import jobtrail.adapters.audit as audit
+        for module in pkgutil.walk_packages(audit.__path__, "jobtrail.adapters.audit."):
+            __import__(module.name)
+        print("kafka" in sys.modules)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], check=True, capture_output=True, text=True
+    ).stdout
+    assert out.split("\n")[:2] == ["[]", "False"]
