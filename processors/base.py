@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 ProgressReport = Callable[[int, str | None], None]
 
@@ -72,12 +72,14 @@ class JobContext:
 class BaseProcessor(abc.ABC):
     """Runs jobs of one type. Return a JSON-compatible result, or raise.
 
-    Raise one of the typed errors of `jobtrail.domain.errors` (a `UserError` such as
-    `InsufficientCredits`, a `TransientError` such as `UpstreamTimeout` to be retried);
-    any other exception is treated as an unexpected system error.
+    Raise one of jobtrail's typed errors (a `UserError` such as `InvalidInput`, which the
+    requester must fix; a `TransientError` such as `UpstreamTimeout`, retried with backoff);
+    any other exception is treated as an unexpected system error. A plain function can be a
+    processor too: see `Registry.processor`.
     """
 
-    job_type: ClassVar[str]
+    job_type: str
+    """The job type this processor runs; a class attribute of each subclass."""
 
     @abc.abstractmethod
     def process(self, job: JobView, ctx: JobContext) -> Any:

@@ -1,19 +1,28 @@
-"""Which processor runs which job type: `BaseProcessor` instances and decorated functions."""
+"""Which processor runs which job type: `BaseProcessor` instances and decorated functions.
+
+A team's processors module holds one `Registry`; ``jobtrail worker --app module:attribute``
+runs it. Mistakes are refused when the module is imported (a job type registered twice, a
+class instead of an instance, a function that cannot take ``(job, ctx)``), not when the
+first job of that type fails.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+import inspect
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 from jobtrail.processors.base import BaseProcessor, JobContext, JobView
 
 ProcessorFunction = Callable[[JobView, JobContext], Any]
+F = TypeVar("F", bound=ProcessorFunction)
 
 
 class FunctionProcessor(BaseProcessor):
     """A plain function run as a processor; it raises and reports progress as a class would."""
 
     def __init__(self, job_type: str, function: ProcessorFunction) -> None:
+        check_function(job_type, function)
         self.job_type = job_type
         self.function = function
 
@@ -21,26 +30,43 @@ class FunctionProcessor(BaseProcessor):
         return self.function(job, ctx)
 
     def __repr__(self) -> str:
-        return f"FunctionProcessor({self.job_type!r}, {self.function.__qualname__})"
+        name = getattr(self.function, "__qualname__", repr(self.function))
+        return f"FunctionProcessor({self.job_type!r}, {name})"
 
 
 class Registry:
-    """The processors a worker runs, by job type; a worker's `--app` names one of these."""
+    """The processors a worker runs, by job type; a worker's `--app` names one of these.
+
+    A processors module makes one (``registry = Registry()``), decorates its functions with
+    ``@registry.processor("resize_image")`` and adds its classes with
+    ``registry.register(TranscodeVideo())``.
+    """
 
     def __init__(self, processors: Iterable[BaseProcessor] = ()) -> None:
         self._processors: dict[str, BaseProcessor] = {}
         for processor in processors:
             self.register(processor)
 
-    def register(self, processor: BaseProcessor) -> None:
-        if processor.job_type in self._processors:
-            raise ValueError(f"a processor for {processor.job_type!r} is already registered")
-        self._processors[processor.job_type] = processor
+    def register(self, processor: BaseProcessor) -> BaseProcessor:
+        """Add a processor instance; a job type has one processor."""
+        if isinstance(processor, type):
+            raise TypeError(f"register an instance, {processor.__name__}(), not the class")
+        if not isinstance(processor, BaseProcessor):
+            raise TypeError(f"{processor!r} is not a BaseProcessor")
+        job_type = check_job_type(getattr(processor, "job_type", None), type(processor).__name__)
+        if job_type in self._processors:
+            raise ValueError(
+                f"job type {job_type!r} already has a processor: {self._processors[job_type]!r}"
+            )
+        self._processors[job_type] = processor
+        return processor
 
-    def processor(self, job_type: str) -> Callable[[ProcessorFunction], ProcessorFunction]:
+    def processor(self, job_type: str) -> Callable[[F], F]:
         """Register the decorated function ``f(job, ctx)`` for `job_type`; it stays callable."""
+        if callable(job_type):
+            raise TypeError('name the job type: @registry.processor("job_type")')
 
-        def register(function: ProcessorFunction) -> ProcessorFunction:
+        def register(function: F) -> F:
             self.register(FunctionProcessor(job_type, function))
             return function
 
@@ -52,6 +78,43 @@ class Registry:
     @property
     def job_types(self) -> list[str]:
         return sorted(self._processors)
+
+    def __contains__(self, job_type: object) -> bool:
+        return job_type in self._processors
+
+    def __iter__(self) -> Iterator[BaseProcessor]:
+        return iter(self._processors.values())
+
+    def __len__(self) -> int:
+        return len(self._processors)
+
+    def __repr__(self) -> str:
+        return f"Registry({', '.join(self.job_types)})"
+
+
+def check_job_type(job_type: object, owner: str) -> str:
+    if not isinstance(job_type, str) or not job_type.strip():
+        raise TypeError(f"{owner}.job_type must be a non-empty string, not {job_type!r}")
+    return job_type
+
+
+def check_function(job_type: str, function: object) -> None:
+    """Refuse what would fail every job of `job_type` at run time."""
+    check_job_type(job_type, "a function processor")
+    if not callable(function):
+        raise TypeError(f"processor for {job_type!r} is not callable: {function!r}")
+    if inspect.iscoroutinefunction(function):
+        raise TypeError(f"processor for {job_type!r} is async; processors are plain functions")
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # some builtins have no signature: trust them
+        return
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        raise TypeError(
+            f"processor for {job_type!r} must take (job, ctx); {function!r} takes {signature}"
+        ) from None
 
 
 def default_registry() -> Registry:

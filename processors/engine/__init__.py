@@ -1,0 +1,1 @@
+"""The worker engine: claims jobs, runs their processors, renews leases, reaps the dead."""

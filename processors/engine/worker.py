@@ -7,6 +7,12 @@ becomes `complete`, any exception becomes `fail`, whose retry policy chooses bet
 loop turn. A job of a type no processor handles goes through the same `fail`, from
 ``queued``. The main loop also renews leases (heartbeats write no events) and runs the
 reaper, which fails jobs whose lease expired.
+
+The module is longer than the project's ~300 lines on purpose: `Worker` is one loop over
+one piece of state (the jobs it holds, the outcomes not yet written, the jobs whose memory
+may be stale), and claiming, writing outcomes, heartbeats and shutting down all read and
+change it together. The pieces with no share in that state live apart (`reaper`, the
+processor API in `jobtrail.processors.base`).
 """
 
 from __future__ import annotations
@@ -152,7 +158,12 @@ class Worker:
 
     def _run(self) -> WorkerStats:
         self._start_threads()
-        log.info("worker %s started (concurrency %d)", self.worker_id, self.settings.concurrency)
+        log.info(
+            "worker %s started (concurrency %d), running %s",
+            self.worker_id,
+            self.settings.concurrency,
+            ", ".join(self.registry.job_types) or "no job types",
+        )
         next_heartbeat = next_reap = time.monotonic()
         backoff = BACKOFF_MIN
         try:
