@@ -3,78 +3,32 @@
 An event knows the trigger it stands for (so replay can re-check it against the one
 Machine) and the fields it assigns on the job (`changes`), so applying it never runs a
 business check. Each event is chained to the job's previous one by a sha-256 hash over
-its canonical JSON form.
+its canonical JSON form (`jobtrail.domain.canonical`, whose names are importable from here
+too). `event_from_envelope` is the one decoder from an envelope back to an event.
+
+One module, a little over 300 lines, on purpose: the event classes, their registry
+(`EVENT_TYPES`) and the decoder are one piece, since the envelope an event writes
+(`envelope`, `data`) and the decoder that reads it back must change together, and the
+decoder needs the registry. What does not depend on the classes (canonical JSON, hashing,
+the time format) is in `canonical`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar, Self
 
+from jobtrail.domain.canonical import GENESIS_HASH as GENESIS_HASH
+from jobtrail.domain.canonical import canonical_text, sha256_hex
+from jobtrail.domain.canonical import covered_fields as covered_fields
+from jobtrail.domain.canonical import covered_hash as covered_hash
+from jobtrail.domain.canonical import parse_time as parse_time
+from jobtrail.domain.canonical import utc_iso as utc_iso
+
 SCHEMA_VERSION = 1
-GENESIS_HASH = ""
-"""The ``prev_hash`` of a job's first event."""
-
-
-def utc_iso(moment: datetime) -> str:
-    """ISO 8601 in UTC with microseconds, the one text form of a time in the log."""
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text).astimezone(UTC)
-
-
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-"""What ``json.dumps(..., sort_keys=True, separators=(",", ":"), ensure_ascii=False)`` builds
-on every call, built once (replay hashes every event of the log)."""
-
-
-def covered_fields(
-    *,
-    event_id: str,
-    job_id: str,
-    version: int,
-    type: str,
-    schema_version: int,
-    occurred_at: datetime,
-    data: Any,
-    metadata: Any,
-    prev_hash: str,
-) -> dict[str, Any]:
-    """What an event's hash covers: its envelope without position and hash.
-
-    One definition for new events and for stored ones that replay re-checks.
-    """
-    return {
-        "event_id": event_id,
-        "job_id": job_id,
-        "version": version,
-        "type": type,
-        "schema_version": schema_version,
-        "occurred_at": utc_iso(occurred_at),
-        "data": data,
-        "metadata": metadata,
-        "prev_hash": prev_hash,
-    }
-
-
-def covered_hash(covered: dict[str, Any]) -> str:
-    """The hash of an envelope given without its position and hash.
-
-    One definition for writing events (`Event.new`) and for auditing stored ones: replay
-    hashes the stored envelope as it is, so a field added to stored data is caught too.
-    """
-    return _sha256(_CANONICAL.encode(covered))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,7 +91,7 @@ class Event:
         return self._canonical_text() if cached is None else cached
 
     def _canonical_text(self) -> str:
-        return _CANONICAL.encode(self._covered())
+        return canonical_text(self._covered())
 
     def _covered(self) -> dict[str, Any]:
         return covered_fields(
@@ -153,7 +107,7 @@ class Event:
         )
 
     def compute_hash(self) -> str:
-        return _sha256(self.canonical())
+        return sha256_hex(self.canonical())
 
     def sealed(self) -> Self:
         """A copy of this event with its hash computed."""
@@ -165,7 +119,7 @@ class Event:
         event = cls(**fields)
         text = event._canonical_text()
         object.__setattr__(event, "_canonical", text)
-        object.__setattr__(event, "hash", _sha256(text))
+        object.__setattr__(event, "hash", sha256_hex(text))
         return event
 
 

@@ -1,5 +1,8 @@
 """Fixtures: a fresh database per test, on SQLite (a file) and on PostgreSQL.
 
+`trail` gives the whole of jobtrail on each database; `store` gives the `EventStore` port on
+each of them and in memory (tests/memory_store.py), for the contract every store keeps.
+
 PostgreSQL comes from JOBTRAIL_TEST_POSTGRES_URL (default: the local server, user
 postgres). A template database is migrated once per run and each test gets a copy of it.
 When the server cannot be reached the PostgreSQL tests are skipped, unless
@@ -22,9 +25,11 @@ import psycopg
 import pytest
 from hypothesis import settings
 from jobtrail.adapters.bootstrap import Jobtrail, connect
+from jobtrail.domain.ports import EventStore
 from psycopg import sql
 
 from tests.kafka_broker import Broker, BrokerUnavailable, broker_from_env_or_tansu
+from tests.memory_store import InMemoryEventStore
 
 ADMIN_URL = os.environ.get(
     "JOBTRAIL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -121,6 +126,18 @@ def backend_url(request: pytest.FixtureRequest) -> str:
 def trail(backend_url: str) -> Iterator[Jobtrail]:
     trail = connect(backend_url)
     yield trail
+    trail.close()
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest) -> Iterator[EventStore]:
+    """The `EventStore` port on every backend: in memory (the unit tests' store), on a fresh
+    SQLite database and on a fresh PostgreSQL one (tests/contract/test_event_store.py)."""
+    if request.param == "memory":
+        yield InMemoryEventStore()
+        return
+    trail = connect(request.getfixturevalue(f"{request.param}_url"))
+    yield trail.store
     trail.close()
 
 

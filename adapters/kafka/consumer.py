@@ -4,17 +4,11 @@ It decodes each record with `jobtrail.adapters.kafka.codec.decode` (typed events
 type or schema version newer than this code) and calls the handler once per
 `(job_id, version)`:
 
-- **Duplicates are dropped.** A relay re-sends after a crash, so a record whose version is
-  not above the highest version already handled for its job is skipped (counted). The
-  highest version per job is kept in memory for the `window` most recently seen jobs (an
-  LRU). After a restart the window is empty: offsets committed by the group mean Kafka
-  itself re-delivers nothing that was handled, and a relay's re-sends are dropped only for
-  the jobs still in the window. Handlers with side effects that must never repeat should
-  also key them on `(job_id, version)`.
-- **Gaps are reported, not hidden.** A version more than one above the last handled one of
-  the same job calls `on_gap(Gap)` (default: a warning in the log), counts it in
-  `stats.gaps`, and the event is still handed on. A job first seen at a version above 1 is
-  not a gap: the consumer may have started in the middle of its history.
+- **Duplicates are dropped, gaps reported** (`version_window`): a record whose version is
+  not above the highest one handled for its job is skipped (counted in `stats.duplicates`);
+  a version more than one above it calls `on_gap(Gap)` (default: a warning in the log),
+  counts in `stats.gaps`, and the event is still handed on. Handlers with side effects that
+  must never repeat should also key them on `(job_id, version)`.
 - **Offsets are committed only after the handler returned.** `enable_auto_commit` is off;
   each poll's handled records are committed together. A handler that raises stops the
   consumer with `EventHandlerFailed`: the records handled before it are committed, the
@@ -24,9 +18,9 @@ type or schema version newer than this code) and calls the handler once per
 - **Undecodable records go to a dead-letter topic** (`<topic>.dead-letter` by default), with
   the original key, value and headers plus headers saying why and where the record came
   from; the consumer then commits past it and keeps going.
-- Broker errors become `BrokerUnavailable` / `BrokerRefused`. A commit or dead-letter
-  send that times out is retried on the next poll (the records are re-delivered and
-  dropped as duplicates) rather than stopping the consumer.
+- Broker errors become `BrokerUnavailable` / `BrokerRefused` (`errors.translated`). A
+  commit or dead-letter send that times out is retried on the next poll (the records are
+  re-delivered and dropped as duplicates) rather than stopping the consumer.
 """
 
 from __future__ import annotations
@@ -35,18 +29,23 @@ import contextlib
 import logging
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 from jobtrail.adapters.kafka.codec import RawEvent, decode
 from jobtrail.adapters.kafka.errors import (
-    BrokerRefused,
     BrokerUnavailable,
     EventHandlerFailed,
     UndecodableMessage,
+    translated,
+)
+from jobtrail.adapters.kafka.version_window import (
+    DEFAULT_WINDOW,
+    Gap,
+    Verdict,
+    VersionWindow,
+    warn_gap,
 )
 from jobtrail.domain.errors import JobtrailError
 from jobtrail.domain.events import Event
@@ -58,22 +57,8 @@ HEADER_DL_REASON = "dead_letter_reason"
 HEADER_DL_TOPIC = "original_topic"
 HEADER_DL_PARTITION = "original_partition"
 HEADER_DL_OFFSET = "original_offset"
-DEFAULT_WINDOW = 10_000
-"""Jobs whose highest version is remembered (about 150 bytes each)."""
-
 Handler = Callable[[Event | RawEvent], None]
-
-
-@dataclass(frozen=True)
-class Gap:
-    """Versions of a job that never arrived: `expected` was due, `received` came."""
-
-    job_id: str
-    expected: int
-    received: int
-    topic: str
-    partition: int
-    offset: int
+_NOT_COMMITTED = "offsets not committed (records will be delivered again): %s"
 
 
 @dataclass
@@ -88,69 +73,6 @@ class ConsumerStats:
             f"handled {self.handled} event(s), dropped {self.duplicates} duplicate(s), "
             f"{self.gaps} gap(s), {self.dead_lettered} dead-lettered"
         )
-
-
-class Verdict(Enum):
-    NEW = "new"
-    DUPLICATE = "duplicate"
-    GAP = "gap"
-
-
-class VersionWindow:
-    """The highest handled version of the `capacity` most recently seen jobs (an LRU)."""
-
-    def __init__(self, capacity: int = DEFAULT_WINDOW) -> None:
-        if capacity < 1:
-            raise ValueError(f"the dedupe window needs at least 1 job, not {capacity}")
-        self.capacity = capacity
-        self._last: OrderedDict[str, int] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._last)
-
-    def last(self, job_id: str) -> int | None:
-        return self._last.get(job_id)
-
-    def check(self, job_id: str, version: int) -> Verdict:
-        last = self._last.get(job_id)
-        if last is None:
-            return Verdict.NEW
-        if version <= last:
-            return Verdict.DUPLICATE
-        return Verdict.GAP if version > last + 1 else Verdict.NEW
-
-    def accept(self, job_id: str, version: int) -> None:
-        """Remember that `version` of the job was handled; forget the least recent job."""
-        self._last[job_id] = version
-        self._last.move_to_end(job_id)
-        if len(self._last) > self.capacity:
-            self._last.popitem(last=False)
-
-
-def warn_gap(gap: Gap) -> None:
-    log.warning(
-        "gap in job %s: expected version %d, received %d (%s[%d]@%d)",
-        gap.job_id,
-        gap.expected,
-        gap.received,
-        gap.topic,
-        gap.partition,
-        gap.offset,
-    )
-
-
-@contextlib.contextmanager
-def kafka_errors(bootstrap: str) -> Iterator[None]:
-    """kafka-python's errors as jobtrail's: unreachable (retriable) or refused."""
-    from kafka.errors import KafkaError
-
-    try:
-        yield
-    except KafkaError as error:
-        reason = str(error) or type(error).__name__
-        if getattr(error, "retriable", False):
-            raise BrokerUnavailable(bootstrap=bootstrap, reason=reason) from error
-        raise BrokerRefused(bootstrap=bootstrap, reason=reason) from error
 
 
 class _Retry(Exception):
@@ -192,7 +114,7 @@ class JobEventConsumer:
         self.stats = ConsumerStats()
         self._timeout_ms = max(int(connect_timeout * 1000), 100)
         self._producer: Any = None
-        with kafka_errors(bootstrap):
+        with translated(bootstrap):
             self._consumer: Any = KafkaConsumer(
                 topic,
                 bootstrap_servers=bootstrap,
@@ -226,7 +148,7 @@ class JobEventConsumer:
 
     def poll(self, timeout: float = 0.5) -> int:
         """One fetch: handle its records and commit them; the number of records read."""
-        with kafka_errors(self.bootstrap):
+        with translated(self.bootstrap):
             batch: dict[Any, list[Any]] = self._consumer.poll(timeout_ms=int(timeout * 1000))
         done: dict[Any, int] = {}  # partition -> next offset to commit
         pending = list(batch.items())
@@ -291,17 +213,19 @@ class JobEventConsumer:
         if not done or self.group is None:
             return
         from kafka import OffsetAndMetadata
-        from kafka.errors import CommitFailedError, KafkaError
+        from kafka.errors import CommitFailedError
 
         offsets = {p: OffsetAndMetadata(offset, "", -1) for p, offset in done.items()}
         try:
-            self._consumer.commit(offsets, timeout_ms=self._timeout_ms)
-        except (CommitFailedError, KafkaError) as error:
-            if not (isinstance(error, CommitFailedError) or error.retriable):
-                raise BrokerRefused(bootstrap=self.bootstrap, reason=str(error)) from error
-            # Handled but not committed (broker away, or the partitions moved to another
-            # member): they are delivered again and dropped as duplicates in this window.
-            log.warning("offsets not committed (records will be delivered again): %s", error)
+            with translated(self.bootstrap):
+                try:
+                    self._consumer.commit(offsets, timeout_ms=self._timeout_ms)
+                except CommitFailedError as error:  # the group moved the partitions on
+                    log.warning(_NOT_COMMITTED, error)
+        except BrokerUnavailable as error:
+            # Handled but not committed: they are delivered again and dropped as duplicates
+            # in this window. A refused commit (BrokerRefused) stops the consumer.
+            log.warning(_NOT_COMMITTED, error)
 
     # ------------------------------------------------------------ dead letters
 
@@ -314,7 +238,7 @@ class JobEventConsumer:
             (HEADER_DL_OFFSET, str(record.offset).encode()),
         ]
         try:
-            with kafka_errors(self.bootstrap):
+            with translated(self.bootstrap):
                 future = self._dead_letters().send(
                     self.dead_letter_topic, key=record.key, value=record.value, headers=headers
                 )
@@ -347,7 +271,7 @@ class JobEventConsumer:
 
     def close(self) -> None:
         """Leave the group (no commit: only handled records were ever committed)."""
-        with contextlib.suppress(JobtrailError), kafka_errors(self.bootstrap):
+        with contextlib.suppress(JobtrailError), translated(self.bootstrap):
             if self._producer is not None:
                 self._producer.close(timeout=self._timeout_ms / 1000)
             self._consumer.close(autocommit=False)

@@ -1,22 +1,24 @@
 """Publishing records to the topic with kafka-python, acknowledged or not at all.
 
 `KafkaPublisher.send(records)` starts sending; its acknowledgement's `wait()` returns only
-once the broker acknowledged every record (`acks="all"`, idempotent producer), and raises
-`BrokerUnavailable` otherwise. After any failure the producer is thrown away and a new one
-is built for the next attempt: an idempotent kafka-python 3.0.12 producer does not recover
-from an expired batch or a broker restart by itself (docs/kafka-notes.md).
+once the broker acknowledged every record (`acks="all"`, idempotent producer), and raises a
+`BrokerError` otherwise (`BrokerUnavailable` or `BrokerRefused`: `errors.translated`).
+After any failure the producer is thrown away and a new one is built for the next attempt:
+an idempotent kafka-python 3.0.12 producer does not recover from an expired batch or a
+broker restart by itself (docs/kafka-notes.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from jobtrail.adapters.kafka.codec import Record
-from jobtrail.adapters.kafka.errors import BrokerUnavailable
+from jobtrail.adapters.kafka.errors import BrokerError, translated
 from jobtrail.adapters.kafka.partitioner import CachedKeyPartitioner
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
@@ -61,19 +63,23 @@ class KafkaPublisher:
 
     def send(self, records: Sequence[Record]) -> KafkaAcknowledgement:
         """Start sending `records`; wait on the result for the broker's acknowledgement."""
-        try:
+        with self.discarded_on_failure():
             producer = self._ready_producer()
             topic = self.settings.topic
             futures = [
                 producer.send(topic, key=r.key, value=r.value, headers=r.headers) for r in records
             ]
-        except KafkaError as error:
-            raise self._unavailable(error) from error
         return KafkaAcknowledgement(self, producer, futures)
 
-    def _unavailable(self, error: KafkaError) -> BrokerUnavailable:
-        self._discard_producer()
-        return BrokerUnavailable(bootstrap=self.settings.bootstrap, reason=_reason(error))
+    @contextlib.contextmanager
+    def discarded_on_failure(self) -> Iterator[None]:
+        """Kafka calls whose failure (a `BrokerError`) throws the producer away."""
+        try:
+            with translated(self.settings.bootstrap):
+                yield
+        except BrokerError:
+            self._discard_producer()
+            raise
 
     def close(self) -> None:
         self._discard_producer(timeout=2.0)
@@ -106,17 +112,15 @@ class KafkaAcknowledgement:
     futures: list[Any]
 
     def wait(self) -> None:
-        """Return once every record is acknowledged; BrokerUnavailable when one was not.
+        """Return once every record is acknowledged; a `BrokerError` when one was not.
 
         Waits on this batch's own futures, not `flush()`: a flush would also wait for the
         batch sent after this one, which is meant to be in flight meanwhile.
         """
         deadline = time.monotonic() + self.publisher.settings.timeout
-        try:
+        with self.publisher.discarded_on_failure():
             for future in self.futures:
                 future.get(timeout=max(deadline - time.monotonic(), 0.0))
-        except KafkaError as error:
-            raise self.publisher._unavailable(error) from error
 
 
 def ensure_topic(settings: KafkaSettings) -> None:
@@ -144,8 +148,3 @@ def _force_close(producer: KafkaProducer) -> None:
         sender.force_close()
         sender.join(timeout=1.0)
     producer._closed = True  # nothing left to close; keeps __del__ from flushing again
-
-
-def _reason(error: KafkaError) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -25,7 +25,7 @@ from datetime import timedelta
 from typing import Protocol
 
 from jobtrail.adapters.kafka.codec import Record
-from jobtrail.adapters.kafka.errors import BrokerUnavailable
+from jobtrail.adapters.kafka.errors import BrokerError, BrokerRefused
 from jobtrail.adapters.kafka.relay_position import LostRelayLease, SqlRelayPosition
 from jobtrail.adapters.kafka.relay_source import LogBatch
 from jobtrail.domain.errors import DatabaseUnavailable
@@ -43,7 +43,7 @@ class RecordSource(Protocol):
 
 class Acknowledgement(Protocol):
     def wait(self) -> None:
-        """Return once the broker acknowledged every record sent; raise BrokerUnavailable if not."""
+        """Return once the broker acknowledged every record sent; raise a BrokerError if not."""
 
 
 class Publisher(Protocol):
@@ -136,7 +136,9 @@ class Relay:
         """One round: make sure of the lease, publish one batch. Returns events published."""
         try:
             published = self._step()
-        except (BrokerUnavailable, DatabaseUnavailable) as error:
+        except (BrokerError, DatabaseUnavailable) as error:
+            # A refused request is retried too: the operator can fix it (an ACL, the topic's
+            # record size) while the relay waits; stopping would silently end publishing.
             self._in_flight = None  # sent again from the stored position
             self._wait_after(error)
             return 0
@@ -198,7 +200,8 @@ class Relay:
 
     def _wait_after(self, error: Exception) -> None:
         self._backoff = min(max(self._backoff * 2, 0.5), self.settings.max_backoff)
-        log.warning("%s Retrying in %.1f s.", error, self._backoff)
+        level = logging.ERROR if isinstance(error, BrokerRefused) else logging.WARNING
+        log.log(level, "%s Retrying in %.1f s.", error, self._backoff)
         deadline = self._backoff
         while deadline > 0 and not self._stop.is_set():
             # keep the lease while waiting for the broker, so no standby starts duplicating

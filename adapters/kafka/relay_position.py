@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 
-from jobtrail.adapters.sql.engine import WRITE, is_postgres, translated_errors
+from jobtrail.adapters.sql.engine import WRITE, is_postgres
+from jobtrail.adapters.sql.errors import translated_errors
 from jobtrail.adapters.sql.schema import relay_position
 from jobtrail.domain.errors import JobtrailError
 from sqlalchemy import Connection, Engine, and_, or_, select, update

@@ -18,7 +18,8 @@ from typing import Any
 
 import psycopg
 from jobtrail.adapters.kafka.codec import Record, record
-from jobtrail.adapters.sql.engine import is_postgres, translated_errors
+from jobtrail.adapters.sql.engine import is_postgres
+from jobtrail.adapters.sql.errors import translated_errors
 from jobtrail.adapters.sql.schema import job_events
 from sqlalchemy import (
     Connection,

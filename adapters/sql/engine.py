@@ -1,25 +1,21 @@
-"""Engines for SQLite and PostgreSQL, and the translation of driver errors.
+"""Engines for SQLite and PostgreSQL.
 
 SQLite: WAL journal, a busy timeout, and ``BEGIN IMMEDIATE`` for write transactions so
-two writers never deadlock upgrading a read lock. PostgreSQL: psycopg 3, plain
+two writers never deadlock upgrading a read lock; its ``handle_error`` hook tells a missing
+schema from other errors (`jobtrail.adapters.sql.errors`). PostgreSQL: psycopg 3, plain
 ``postgresql://`` URLs accepted.
+
+Driver errors are translated in `jobtrail.adapters.sql.errors`; `translated_errors` is
+importable from here too, where the engine's users have always found it.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
-import psycopg
-from jobtrail.domain.errors import (
-    AppendOnlyViolation,
-    ConcurrencyConflict,
-    DatabaseUnavailable,
-    JobtrailError,
-    SchemaMissing,
-    StorageError,
-)
+from jobtrail.adapters.sql.errors import confirm_sqlite_schema
+from jobtrail.adapters.sql.errors import translated_errors as translated_errors
+from jobtrail.domain.errors import DatabaseUnavailable
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
@@ -77,42 +73,4 @@ def _configure_sqlite(engine: Engine) -> None:
         write = connection.get_execution_options().get("jobtrail_write", False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
-
-@contextlib.contextmanager
-def translated_errors() -> Iterator[None]:
-    """Turn driver errors into jobtrail's own, with a message a person understands."""
-    try:
-        yield
-    except JobtrailError:
-        raise
-    except sa_exc.DBAPIError as error:
-        raise translate(error) from error
-    except psycopg.Error as error:  # from code working on the driver connection itself
-        raise translate(driver_error(error)) from error
-
-
-def driver_error(error: psycopg.Error) -> sa_exc.DBAPIError:
-    """The error SQLAlchemy would have raised for this psycopg error."""
-    wrapped = sa_exc.DBAPIError.instance(None, None, error, psycopg.Error)
-    assert isinstance(wrapped, sa_exc.DBAPIError)  # a DBAPI error is never wrapped otherwise
-    return wrapped
-
-
-RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
-"""Serialization failure and deadlock: someone else's write won; try again."""
-
-
-def translate(error: sa_exc.DBAPIError) -> JobtrailError:
-    text = str(error.orig).strip()
-    first_line = text.splitlines()[0] if text else type(error.orig).__name__
-    if "append-only" in text:
-        return AppendOnlyViolation(reason=first_line)
-    if "no such table" in text or "does not exist" in text and "relation" in text:
-        return SchemaMissing()
-    if getattr(error.orig, "sqlstate", None) in RETRYABLE_SQLSTATES:
-        return ConcurrencyConflict(job_id="(several)", expected="(see the log)")
-    if isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError) or (
-        error.connection_invalidated
-    ):
-        return DatabaseUnavailable(reason=first_line)
-    return StorageError(reason=first_line)
+    event.listen(engine, "handle_error", confirm_sqlite_schema)

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from jobtrail.adapters.sql.engine import driver_error
+from jobtrail.adapters.sql.errors import Collision, collision, driver_error
 from jobtrail.adapters.sql.schema import APPENDED_EVENT_COLUMNS, job, job_events, job_lease
 from jobtrail.domain.errors import ConcurrencyConflict
 from jobtrail.domain.events import Event
@@ -88,11 +88,10 @@ class PipelinedWrites:
                     cursor = raw.cursor()
                     cursor.execute(statement, params)
                     cursors.append(cursor)
-        except psycopg.errors.UniqueViolation as error:
-            if error.diag.table_name == job_events.name and self._duplicate is not None:
-                raise self._duplicate from error
-            raise driver_error(error) from error
         except psycopg.Error as error:
+            found = collision(error, job_events.name)
+            if found is Collision.EVENT and self._duplicate is not None:
+                raise self._duplicate from error
             raise driver_error(error) from error
         for index, expected, conflict in self._matches:
             if cursors[index].rowcount != expected:

@@ -7,9 +7,11 @@ from collections.abc import Collection, Iterable, Iterator
 from itertools import islice
 from typing import Any
 
-from jobtrail.adapters.sql.engine import WRITE, is_postgres, translated_errors
+from jobtrail.adapters.sql.appends import lock_appends
+from jobtrail.adapters.sql.engine import WRITE, is_postgres
+from jobtrail.adapters.sql.errors import translated_errors
 from jobtrail.adapters.sql.schema import job
-from jobtrail.adapters.sql.store import SqlEventStore, lock_appends
+from jobtrail.adapters.sql.store import SqlEventStore
 from jobtrail.projections.job_table import rows_from_log
 from sqlalchemy import Engine, delete, insert, select, text
 

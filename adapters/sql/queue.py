@@ -12,9 +12,11 @@ import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import datetime
 
-from jobtrail.adapters.sql.engine import WRITE, is_postgres, translated_errors
+from jobtrail.adapters.sql.appends import write_appends
+from jobtrail.adapters.sql.engine import WRITE, is_postgres
+from jobtrail.adapters.sql.errors import translated_errors
 from jobtrail.adapters.sql.schema import job, job_lease
-from jobtrail.adapters.sql.store import load_many, write_appends
+from jobtrail.adapters.sql.store import load_many
 from jobtrail.domain.errors import CommandRejected
 from jobtrail.domain.job import Job, Outcome
 from jobtrail.domain.ports import Append, Clock, JobQueue, Lease

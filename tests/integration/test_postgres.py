@@ -8,8 +8,9 @@ import time
 import psycopg
 import pytest
 from jobtrail.adapters.bootstrap import Jobtrail
+from jobtrail.adapters.sql.appends import APPEND_LOCK_KEY
 from jobtrail.adapters.sql.engine import normalise_url
-from jobtrail.adapters.sql.store import APPEND_LOCK_KEY
+from jobtrail.adapters.sql.errors import APPEND_ONLY_SQLSTATE
 from jobtrail.domain.errors import DatabaseUnavailable, InsufficientCredits, StorageError
 from jobtrail.domain.job import Outcome
 from sqlalchemy import event
@@ -57,11 +58,10 @@ def test_the_old_systems_query_runs_unchanged(pg_trail: Jobtrail) -> None:
 )
 def test_the_superuser_cannot_rewrite_the_log_by_hand(pg_trail: Jobtrail, statement: str) -> None:
     pg_trail.submit("t", {"a": 1})
-    with (
-        raw(pg_trail) as conn,
-        pytest.raises(psycopg.errors.RaiseException, match="append-only"),
-    ):
+    with raw(pg_trail) as conn, pytest.raises(psycopg.Error, match="append-only") as raised:
         conn.execute(statement)
+    assert raised.value.sqlstate == APPEND_ONLY_SQLSTATE  # what the store maps, not the text
+    assert raised.value.diag.table_name == "job_events"
     assert event_count(pg_trail) == 1
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import pytest
 from jobtrail.adapters.bootstrap import Jobtrail
 from jobtrail.adapters.kafka.codec import Record, decode, encode
-from jobtrail.adapters.kafka.errors import BrokerUnavailable
+from jobtrail.adapters.kafka.errors import BrokerError, BrokerRefused, BrokerUnavailable
 from jobtrail.adapters.kafka.relay import Relay, RelaySettings
 from jobtrail.adapters.kafka.relay_position import SqlRelayPosition
 from jobtrail.adapters.kafka.relay_source import LogBatch, PrefetchingSource, SqlRecordSource
@@ -40,15 +40,16 @@ class Acknowledged:
 
     def wait(self) -> None:
         if self.refused:
-            raise BrokerUnavailable(bootstrap="test:9092", reason="refused")
+            raise self.publisher.error(bootstrap="test:9092", reason="refused")
         self.publisher.sent.extend(self.events)
 
 
 class FlakyPublisher:
     """Acknowledges batches, except that it refuses the next `failures` of them."""
 
-    def __init__(self, failures: int = 0) -> None:
+    def __init__(self, failures: int = 0, error: type[BrokerError] = BrokerUnavailable) -> None:
         self.failures = failures
+        self.error = error
         self.sent: list[Event] = []
         self.attempts = 0
 
@@ -106,6 +107,20 @@ def test_a_refused_batch_is_sent_again_and_nothing_is_lost(
     assert [e.position for e in publisher.sent] == list(range(1, 31))
     assert publisher.attempts >= 3 + 5  # 30 events in batches of 7, three refused
     assert "Kafka broker at test:9092 is unreachable: refused. Retrying in" in caplog.text
+
+
+def test_a_request_the_broker_refused_is_retried_and_logged_as_an_error(
+    trail: Jobtrail, caplog: pytest.LogCaptureFixture
+) -> None:
+    """BrokerRefused (an ACL, a record too large) is no reason to stop publishing silently:
+    the relay keeps trying, loudly, while the operator fixes it."""
+    submit(trail, 10)
+    publisher = FlakyPublisher(failures=2, error=BrokerRefused)
+    with caplog.at_level(logging.WARNING, logger="jobtrail.adapters.kafka.relay"):
+        make_relay(trail, publisher).run(until_caught_up=True)
+    assert [e.position for e in publisher.sent] == list(range(1, 11))
+    refused = [r for r in caplog.records if "refused the request" in r.getMessage()]
+    assert refused and {r.levelno for r in refused} == {logging.ERROR}
 
 
 def test_a_restarted_relay_resumes_after_the_stored_position(trail: Jobtrail) -> None:

@@ -1,28 +1,28 @@
-"""JobService against an in-memory EventStore: idempotent submit, conflict retries, lookups."""
+"""JobService against the in-memory EventStore (tests/memory_store.py, held to the same
+contract as the SQL stores): idempotent submit, conflict retries, lookups."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import replace
+from collections.abc import Collection
 from datetime import datetime
 
 import pytest
 from jobtrail.domain.errors import (
     ConcurrencyConflict,
-    DuplicateIdempotencyKey,
     InsufficientCredits,
     JobNotFound,
     LeaseExpired,
     StaleAttempt,
     UpstreamTimeout,
 )
-from jobtrail.domain.events import Event, JobQueued
+from jobtrail.domain.events import JobQueued
 from jobtrail.domain.job import Job, Meta, Outcome
-from jobtrail.domain.ports import Append, Clock, EventStore
+from jobtrail.domain.ports import Append, Clock
 from jobtrail.domain.retry import RetryPolicy
 from jobtrail.domain.services import JobService, JobSpec
 
+from tests.memory_store import InMemoryEventStore
 from tests.unit.histories import T0
 
 
@@ -32,65 +32,6 @@ class FixedClock(Clock):
 
     def now(self) -> datetime:
         return self.moment
-
-
-class InMemoryEventStore(EventStore):
-    """An EventStore with the contract's checks, and hooks to inject races."""
-
-    def __init__(self) -> None:
-        self.log: list[Event] = []
-        self.keys: dict[str, str] = {}
-        self.batches = 0
-        self.conflicts_to_inject = 0
-        self.before_next_append: Callable[[], None] | None = None
-
-    def append_batch(self, appends: Sequence[Append]) -> None:
-        self.batches += 1
-        if self.before_next_append is not None:
-            hook, self.before_next_append = self.before_next_append, None
-            hook()
-        if self.conflicts_to_inject:
-            self.conflicts_to_inject -= 1
-            first = appends[0]
-            raise ConcurrencyConflict(
-                job_id=first.events[0].job_id, expected=first.expected_version
-            )
-        self.commit(appends)
-
-    def commit(self, appends: Sequence[Append]) -> list[Event]:
-        """All appends or none, with the version and idempotency-key checks."""
-        keys = dict(self.keys)
-        for events, expected_version in appends:
-            job_id = events[0].job_id
-            if len(self.load(job_id)) != expected_version:
-                raise ConcurrencyConflict(job_id=job_id, expected=expected_version)
-            for event in events:
-                if isinstance(event, JobQueued) and event.idempotency_key is not None:
-                    if event.idempotency_key in keys:
-                        raise DuplicateIdempotencyKey(key=event.idempotency_key)
-                    keys[event.idempotency_key] = job_id
-        positioned: list[Event] = []
-        for events, _ in appends:
-            for event in events:
-                positioned.append(replace(event, position=len(self.log) + len(positioned) + 1))
-        self.log.extend(positioned)
-        self.keys = keys
-        return positioned
-
-    def load(self, job_id: str) -> list[Event]:
-        return [event for event in self.log if event.job_id == job_id]
-
-    def read_after(self, position: int, limit: int = 1000) -> list[Event]:
-        return [e for e in self.log if e.position is not None and e.position > position][:limit]
-
-    def find_keys(self, keys: Collection[str]) -> dict[str, str]:
-        return {key: self.keys[key] for key in keys if key in self.keys}
-
-    def append_as_someone_else(self, job_id: str, command: Callable[[Job], Outcome]) -> None:
-        """Another process loads the job, runs ``command`` and appends, bypassing the hooks."""
-        job = Job.from_history(job_id, self.load(job_id))
-        assert command(job) is Outcome.RECORDED
-        self.commit([Append(job.pending, job.version - len(job.pending))])
 
 
 @pytest.fixture
