@@ -15,7 +15,7 @@ from jobtrail.adapters.audit.checks.records import Problem, StoredEvent
 from jobtrail.adapters.audit.published import stored_event
 from jobtrail.adapters.audit.reads import LogTables
 from jobtrail.adapters.audit.staging import Loaded, Staging, staged_events
-from jobtrail.adapters.kafka.errors import BrokerUnavailable, UndecodableMessage
+from jobtrail.adapters.kafka.errors import BrokerUnavailable, UndecodableMessage, translated
 
 
 def load_topic(bootstrap: str, topic: str, idle_seconds: float = 2.0) -> Loaded:
@@ -23,33 +23,30 @@ def load_topic(bootstrap: str, topic: str, idle_seconds: float = 2.0) -> Loaded:
     until none arrives for ``idle_seconds`` (end offsets are not trusted: see
     docs/kafka-notes.md). Records of different partitions interleave; replay orders them."""
     from kafka import KafkaConsumer, TopicPartition
-    from kafka.errors import KafkaError
 
     staging = Staging()
     loaded = Loaded(staging, LogTables(staged_events, None), [])
     try:
-        consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            bootstrap_timeout_ms=10_000,
-        )
-    except KafkaError as error:
+        with translated(bootstrap):
+            consumer = KafkaConsumer(
+                bootstrap_servers=bootstrap,
+                group_id=None,
+                enable_auto_commit=False,
+                bootstrap_timeout_ms=10_000,
+            )
+            try:
+                partitions = sorted(consumer.partitions_for_topic(topic) or ())
+                if not partitions:
+                    raise BrokerUnavailable(bootstrap=bootstrap, reason=f"no topic {topic!r}")
+                assigned = [TopicPartition(topic, p) for p in partitions]
+                consumer.assign(assigned)
+                consumer.seek_to_beginning(*assigned)
+                staging.add_events(_topic_events(consumer, loaded, idle_seconds))
+            finally:
+                consumer.close()
+    except BaseException:
         staging.close()
-        raise BrokerUnavailable(bootstrap=bootstrap, reason=str(error)) from error
-    try:
-        partitions = sorted(consumer.partitions_for_topic(topic))
-        if not partitions:
-            raise BrokerUnavailable(bootstrap=bootstrap, reason=f"no topic {topic!r}")
-        assigned = [TopicPartition(topic, p) for p in partitions]
-        consumer.assign(assigned)
-        consumer.seek_to_beginning(*assigned)
-        staging.add_events(_topic_events(consumer, loaded, idle_seconds))
-    except KafkaError as error:
-        staging.close()
-        raise BrokerUnavailable(bootstrap=bootstrap, reason=str(error)) from error
-    finally:
-        consumer.close()
+        raise
     return loaded
 
 
