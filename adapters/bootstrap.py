@@ -15,15 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobtrail.adapters.config import Settings
-from jobtrail.adapters.kafka.publisher import KafkaPublisher, KafkaSettings
-from jobtrail.adapters.kafka.relay import Relay, RelaySettings
-from jobtrail.adapters.kafka.relay_position import SqlRelayPosition
-from jobtrail.adapters.kafka.relay_source import PrefetchingSource, SqlRecordSource
 from jobtrail.adapters.sql import engine as database
-from jobtrail.adapters.sql import migrate
 from jobtrail.adapters.sql.queries import JobQueries, rebuild
 from jobtrail.adapters.sql.queue import SqlJobQueue
 from jobtrail.adapters.sql.store import SqlEventStore
@@ -34,11 +29,18 @@ from jobtrail.domain.job import SYSTEM, Meta, Outcome
 from jobtrail.domain.ports import Clock, SystemClock
 from jobtrail.domain.retry import RetryPolicy
 from jobtrail.domain.services import JobService, JobSpec
-from jobtrail.processors.engine.reaper import Reaper
-from jobtrail.processors.engine.worker import Worker, WorkerSettings
-from jobtrail.processors.registry import Registry, default_registry
 from jobtrail.projections.stats import JobStats, compute
-from sqlalchemy import Engine
+
+if TYPE_CHECKING:
+    from jobtrail.adapters.kafka.publisher import KafkaSettings
+    from jobtrail.adapters.kafka.relay import Relay, RelaySettings
+    from jobtrail.processors.engine.reaper import Reaper
+    from jobtrail.processors.engine.worker import Worker, WorkerSettings
+    from jobtrail.processors.registry import Registry
+    from sqlalchemy import Engine
+
+# The Kafka client, Alembic and the worker engine are imported by the methods that use them:
+# `submit`, `get` and `jobs` (the CLI's quick commands, a web request) load none of them.
 
 
 @dataclass
@@ -56,6 +58,9 @@ class Jobtrail:
         **kwargs: Any,
     ) -> Worker:
         """A worker running the given processors (default: the sample processors)."""
+        from jobtrail.processors.engine.worker import Worker
+        from jobtrail.processors.registry import default_registry
+
         return Worker(
             self.service,
             self.queue,
@@ -72,16 +77,25 @@ class Jobtrail:
         owner: str | None = None,
     ) -> Relay:
         """The relay publishing this database's log to `kafka.topic` (its position is per topic)."""
+        from jobtrail.adapters.kafka.publisher import KafkaPublisher
+        from jobtrail.adapters.kafka.relay import Relay
+        from jobtrail.adapters.kafka.relay_position import SqlRelayPosition
+        from jobtrail.adapters.kafka.relay_source import PrefetchingSource, SqlRecordSource
+
         positions = SqlRelayPosition(self.engine, name=kafka.topic)
         publisher = KafkaPublisher(kafka)
         source = PrefetchingSource(SqlRecordSource(self.engine))
         return Relay(source, positions, publisher, self.service.clock, settings, owner)
 
     def reaper(self) -> Reaper:
+        from jobtrail.processors.engine.reaper import Reaper
+
         return Reaper(self.service, self.queue, self.service.clock)
 
     def init_db(self) -> None:
         """Create or upgrade the schema (idempotent)."""
+        from jobtrail.adapters.sql import migrate
+
         migrate.upgrade(self.engine)
 
     def submit(

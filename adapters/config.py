@@ -12,7 +12,8 @@ DEFAULT_KAFKA_TOPIC = "job-events"
 DATABASE_URL_VAR = "JOBTRAIL_DATABASE_URL"
 KAFKA_BOOTSTRAP_VAR = "JOBTRAIL_KAFKA_BOOTSTRAP"
 KAFKA_TOPIC_VAR = "JOBTRAIL_KAFKA_TOPIC"
-VARIABLES = (DATABASE_URL_VAR, KAFKA_BOOTSTRAP_VAR, KAFKA_TOPIC_VAR)
+APP_VAR = "JOBTRAIL_APP"
+VARIABLES = (DATABASE_URL_VAR, KAFKA_BOOTSTRAP_VAR, KAFKA_TOPIC_VAR, APP_VAR)
 """Every environment variable jobtrail reads (deployment files are checked against it)."""
 
 
@@ -21,6 +22,8 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     kafka_bootstrap: str = DEFAULT_KAFKA_BOOTSTRAP
     kafka_topic: str = DEFAULT_KAFKA_TOPIC
+    app: str | None = None
+    """The worker's processors, ``module.path:attribute`` (None: the sample processors)."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -28,4 +31,5 @@ class Settings:
             database_url=os.environ.get(DATABASE_URL_VAR, DEFAULT_DATABASE_URL),
             kafka_bootstrap=os.environ.get(KAFKA_BOOTSTRAP_VAR, DEFAULT_KAFKA_BOOTSTRAP),
             kafka_topic=os.environ.get(KAFKA_TOPIC_VAR, DEFAULT_KAFKA_TOPIC),
+            app=os.environ.get(APP_VAR) or None,
         )

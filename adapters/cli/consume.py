@@ -12,46 +12,16 @@ import json
 import logging
 import sys
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from jobtrail.adapters.cli.args import positive_float, stop_on_signals
-from jobtrail.adapters.cli.relay import add_kafka_options
+from jobtrail.adapters.cli.args import stop_on_signals
 from jobtrail.adapters.kafka.codec import RawEvent
 from jobtrail.adapters.kafka.consumer import JobEventConsumer
 from jobtrail.domain.events import Event
 
-if TYPE_CHECKING:
-    from jobtrail.adapters.bootstrap import Jobtrail
 
-
-def add_commands(commands: Any) -> None:
-    """Add `consume` to the CLI's subparsers."""
-    consume = commands.add_parser("consume", help="print the job events on the Kafka topic")
-    add_kafka_options(consume)
-    consume.add_argument("--group", help="consumer group; offsets are committed only with one")
-    consume.add_argument(
-        "--from-beginning",
-        action="store_true",
-        help="start at the oldest record when the group has no committed offset",
-    )
-    consume.add_argument("--json", action="store_true", help="one JSON envelope per line")
-    consume.add_argument(
-        "--until-idle",
-        type=positive_float,
-        metavar="SECONDS",
-        help="exit when no record arrived for this long (counted from the start too)",
-    )
-    consume.add_argument(
-        "--connect-timeout",
-        type=positive_float,
-        default=10.0,
-        metavar="SECONDS",
-        help="give up on an unreachable broker after this long (default %(default)s)",
-    )
-    consume.set_defaults(handler=cmd_consume)
-
-
-def cmd_consume(trail: Jobtrail, args: argparse.Namespace) -> int:
+def cmd_consume(args: argparse.Namespace) -> int:
+    """Needs the broker only: called without a database (`main.Handler(database=False)`)."""
     # kafka-python logs every failed connection attempt at ERROR; the outcome is ours to say.
     logging.getLogger("kafka").setLevel(logging.DEBUG if args.verbose else logging.CRITICAL)
     show = print_json_line if args.json else print_line

@@ -7,12 +7,17 @@ the history of one failed job.
 
 from __future__ import annotations
 
+import argparse
+import logging
 import threading
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from jobtrail.adapters.bootstrap import Jobtrail
+from jobtrail.adapters.cli import render
+from jobtrail.adapters.cli.timeline import print_timeline
+from jobtrail.domain.job import Meta
 from jobtrail.domain.retry import RetryPolicy
 from jobtrail.domain.services import JobSpec
 from jobtrail.domain.status import JobStatus
@@ -20,7 +25,6 @@ from jobtrail.processors.engine.worker import WorkerSettings, WorkerStats
 from jobtrail.projections.stats import percentile
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 SHOT, ASSET = "shot_video_generation", "asset_image_generation"
 BATCH = [
@@ -36,14 +40,18 @@ BATCH = [
 DEMO_POLICY = RetryPolicy(base_delay=0.5, max_delay=2.0)
 
 
+def cmd_demo(trail: Jobtrail, args: argparse.Namespace) -> int:
+    run(trail, render.console())
+    return 0
+
+
 def run(trail: Jobtrail, out: Console) -> None:
     trail.init_db()
     trail.service.policy = DEMO_POLICY
     out.rule("jobtrail demo")
-    ids = trail.submit_many(BATCH)
+    ids = trail.submit_many(BATCH, Meta(actor="demo"))
     out.print(
-        f"submitted {len(ids)} jobs: successes, insufficient credits, transient "
-        "failures, an unknown job type and a crash"
+        f"submitted {len(ids)} jobs: successes, user errors, retries, an unknown type, a crash"
     )
 
     worker = trail.worker(
@@ -59,22 +67,39 @@ def run(trail: Jobtrail, out: Console) -> None:
     stats: list[WorkerStats] = []
     thread = threading.Thread(target=lambda: stats.append(worker.run()), daemon=True)
     started = time.monotonic()
-    thread.start()
-    watch(trail, ids, thread, out)
-    thread.join()
+    with worker_logs_quiet():
+        thread.start()
+        watch(trail, ids, thread, out)
+        thread.join()
     out.print(f"all jobs finished in {time.monotonic() - started:.1f} s")
 
-    rows = {job_id: trail.get(job_id) for job_id in ids}
-    summary(rows.values(), out)
+    rows = [trail.get(job_id) for job_id in ids]
+    rows.sort(key=lambda r: (r["status"], r["job_type"]))
+    out.print(render.job_table(rows, out.width, "the job table", short_ids=True))
     latencies = sorted(stats[0].failure_latencies) if stats else []
     if latencies:
         p50, p99 = (1000 * (percentile(latencies, p) or 0.0) for p in (50, 99))
         out.print(
-            f"failure latency (processor raised → job row failed, committed): "
-            f"p50 {p50:.1f} ms, p99 {p99:.1f} ms over {len(latencies)} failures"
+            f"failure latency (raised → row failed): p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
+            f"{len(latencies)} failures"
         )
-    broke = next(i for i in ids if rows[i]["error_code"] == "insufficient_credits")
-    history(trail, broke, out)
+    broke = next(r["id"] for r in rows if r["error_code"] == "insufficient_credits")
+    out.print()
+    print_timeline(out, broke, [e.envelope() for e in trail.history(broke)])
+    out.print(f"the whole job: jobtrail show {broke}", overflow="ellipsis")
+
+
+@contextmanager
+def worker_logs_quiet() -> Iterator[None]:
+    """The worker's warnings (an unknown job type) would break the progress bar; the job
+    table tells the same story."""
+    logger = logging.getLogger("jobtrail.worker")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def watch(trail: Jobtrail, ids: list[str], worker: threading.Thread, out: Console) -> None:
@@ -91,51 +116,3 @@ def watch(trail: Jobtrail, ids: list[str], worker: threading.Thread, out: Consol
             progress.update(task, completed=done)
             time.sleep(0.1)
         progress.update(task, completed=len(ids))
-
-
-def summary(rows: Iterable[dict[str, Any]], out: Console) -> None:
-    table = Table(
-        "id",
-        "type",
-        "status",
-        "attempt",
-        "error_code",
-        "error_message",
-        "duration (s)",
-        title="the job table",
-    )
-    for row in sorted(rows, key=lambda r: (r["status"], r["job_type"])):
-        finished = row["completed_at"]
-        duration = (finished - row["created_at"]).total_seconds() if finished else None
-        table.add_row(
-            row["id"][:8],
-            row["job_type"],
-            row["status"],
-            str(row["attempt"]),
-            row["error_code"] or "-",
-            row["error_message"] or "-",
-            "-" if duration is None else f"{duration:.2f}",
-        )
-    out.print(table)
-
-
-def history(trail: Jobtrail, job_id: str, out: Console) -> None:
-    table = Table(
-        "v",
-        "type",
-        "actor",
-        "occurred_at",
-        "data",
-        "hash",
-        title=f"the full history of failed job {job_id}",
-    )
-    for event in trail.history(job_id):
-        table.add_row(
-            str(event.version),
-            event.type,
-            event.actor,
-            event.occurred_at.isoformat(timespec="milliseconds"),
-            str(event.data()),
-            event.hash[:12],
-        )
-    out.print(table)

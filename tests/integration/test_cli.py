@@ -1,4 +1,4 @@
-"""The `jobtrail` command, on every backend, in-process (and once as a real process)."""
+"""The `jobtrail` command, on every backend, in-process (and as a real process where it matters)."""
 
 from __future__ import annotations
 
@@ -173,3 +173,52 @@ def test_the_console_script_reads_the_database_from_the_environment(sqlite_url: 
         check=True,
     )
     assert json.loads(shown.stdout)["job_type"] == "asset_image_generation"
+
+
+def test_what_people_read_fits_80_columns(sqlite_url: str) -> None:
+    env = {**os.environ, "JOBTRAIL_DATABASE_URL": sqlite_url, "COLUMNS": "80"}
+    trail = connect(sqlite_url)
+    try:
+        job_id = trail.submit("a_job_type_with_a_rather_long_name", {"prompt": "a cat " * 40})
+        trail.cancel(job_id, "the storyboard was deleted before anyone could render it")
+    finally:
+        trail.close()
+
+    def lines(*args: str) -> list[str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "jobtrail", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        printed = done.stdout.splitlines()
+        assert printed and all(len(line) <= 80 for line in printed), printed
+        return printed
+
+    history = lines("history", job_id)
+    assert len(history) == 3  # a heading, then one line per event
+    assert history[1].split()[2] == "JobQueued" and history[2].split()[2] == "JobCancelled"
+    assert history[1].endswith("…")
+    jobs = lines("jobs")
+    assert any(line.startswith(job_id) for line in jobs)
+    shown = " ".join(line.strip() for line in lines("show", job_id))
+    assert '{"prompt": "' + "a cat " * 10 in shown  # whole, wrapped: show cuts nothing
+    assert shown.count(" JobQueued ") == shown.count(" JobCancelled ") == 1  # and its timeline
+    lines("stats")
+
+
+def test_history_json_is_every_envelope_indented(
+    capsys: pytest.CaptureFixture[str], backend_url: str
+) -> None:
+    job_id = run(capsys, backend_url, "submit", "t", "--payload", '{"a": null}')[1].strip()
+    run(capsys, backend_url, "cancel", job_id)
+    trail = connect(backend_url)
+    try:
+        envelopes = [event.envelope() for event in trail.history(job_id)]
+    finally:
+        trail.close()
+
+    _, out, _ = run(capsys, backend_url, "history", job_id, "--json")
+
+    assert out == json.dumps(envelopes, indent=2) + "\n"
