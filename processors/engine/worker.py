@@ -372,7 +372,7 @@ class Worker:
             item = self._done.get(timeout=self.settings.poll_seconds)
         except queue.Empty:
             return
-        self._done.put(item)
+        self._carry.append(item)  # first in line: outcomes of a job keep their order
 
     def _command_for(self, item: Finished | Progressed) -> Command:
         now = self.clock.now

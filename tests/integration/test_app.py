@@ -22,8 +22,6 @@ from jobtrail.adapters.cli.app import AppNotLoaded, load_registry
 PROCESSORS = '''
 """A team's processors, as the README shows them."""
 
-import time
-
 from jobtrail import BaseProcessor, InsufficientCredits, JobContext, JobView, Registry
 
 
@@ -40,9 +38,6 @@ registry = Registry([ResizeImage()])
 @registry.processor("make_thumbnail")
 def make_thumbnail(job: JobView, ctx: JobContext) -> dict[str, str]:
     ctx.progress(50, "halfway")
-    # progress and outcome reach the worker in separate turns: the worker can reorder the
-    # two when they arrive in one turn (`Worker._wait_for_results`) and drop the progress
-    time.sleep(0.3)
     return {"thumbnail": f"thumb-{job.payload['image']}"}
 
 

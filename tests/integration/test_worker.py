@@ -17,7 +17,9 @@ from jobtrail.domain.errors import LeaseExpired, StaleAttempt
 from jobtrail.domain.events import TERMINAL_EVENT_TYPES
 from jobtrail.domain.retry import RetryPolicy
 from jobtrail.domain.services import JobSpec
+from jobtrail.processors.base import JobContext, JobView
 from jobtrail.processors.engine.worker import WorkerSettings, WorkerStats
+from jobtrail.processors.registry import Registry
 
 from tests.helpers import check_history, check_projection
 
@@ -321,3 +323,27 @@ def test_a_turn_that_carries_a_failure_claims_nothing_and_the_next_claims_at_onc
     assert worker._exchange() == 1  # carries the second failure, and claims c anyway
     assert status(c) == "processing"
     assert {status(a), status(b)} == {"failed"}
+
+
+def test_progress_reported_just_before_returning_is_kept_in_order(trail: Jobtrail) -> None:
+    """A processor that reports progress and returns at once: both outcomes are written, in
+    the order they happened (a peeked outcome once went to the back of the line and the
+    progress was refused as coming after the completion)."""
+    registry = Registry()
+
+    @registry.processor("quick")
+    def quick(job: JobView, ctx: JobContext) -> dict[str, int]:
+        ctx.progress(99, "almost")
+        return {"n": 1}
+
+    ids = [trail.submit("quick") for _ in range(30)]
+    stats = trail.worker(FAST, registry=registry).run()
+
+    assert stats.completed == 30 and stats.absorbed == 0
+    for job_id in ids:
+        assert types_of(trail, job_id) == [
+            "JobQueued",
+            "JobStarted",
+            "JobProgressed",
+            "JobCompleted",
+        ]
