@@ -25,8 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from jobtrail.domain.canonical import utc_iso
 from jobtrail.domain.errors import InvalidJobId
-from jobtrail.domain.events import utc_iso
 from jobtrail.domain.ids import parse_job_id
 
 if TYPE_CHECKING:

@@ -7,6 +7,7 @@ Reads are here; an append's writes (rows, leases, events, in one transaction) ar
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
@@ -17,7 +18,6 @@ from jobtrail.adapters.sql.schema import job_events
 from jobtrail.domain.events import Event, event_from_envelope
 from jobtrail.domain.ports import Append, EventStore
 from sqlalchemy import Connection, Engine, String, any_, bindparam, select
-from sqlalchemy.dialects import postgresql
 
 _EVENT_COLUMNS = (
     job_events.c.position,
@@ -39,17 +39,19 @@ def _ids_in(column: Any, postgres: bool) -> Any:
     """``column IN (:ids)``; on PostgreSQL ``= ANY(:ids)``, one array parameter, so the
     statement's text does not change with the number of ids and is prepared once."""
     if postgres:
-        return column == any_(bindparam("ids", type_=postgresql.ARRAY(String)))
+        from sqlalchemy.dialects.postgresql import ARRAY  # loads only where it is used
+
+        return column == any_(bindparam("ids", type_=ARRAY(String)))
     return column.in_(bindparam("ids", expanding=True))
 
 
-_BACKENDS = (False, True)  # is PostgreSQL
-_LOAD_MANY = {
-    pg: select(*_EVENT_COLUMNS)
-    .where(_ids_in(job_events.c.job_id, pg))
-    .order_by(job_events.c.job_id, job_events.c.version)
-    for pg in _BACKENDS
-}
+@functools.cache
+def _load_many_query(postgres: bool) -> Any:
+    return (
+        select(*_EVENT_COLUMNS)
+        .where(_ids_in(job_events.c.job_id, postgres))
+        .order_by(job_events.c.job_id, job_events.c.version)
+    )
 
 
 class SqlEventStore(EventStore):
@@ -108,6 +110,8 @@ def load_many(conn: Connection, job_ids: Collection[str]) -> dict[str, list[Even
     """Several jobs' events in version order, by job id, in one query."""
     histories: dict[str, list[Event]] = {}
     if job_ids:
-        for row in conn.execute(_LOAD_MANY[is_postgres(conn)], {"ids": list(job_ids)}).mappings():
+        for row in conn.execute(
+            _load_many_query(is_postgres(conn)), {"ids": list(job_ids)}
+        ).mappings():
             histories.setdefault(row["job_id"], []).append(event_from_envelope(row))
     return histories
