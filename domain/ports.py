@@ -8,6 +8,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import NamedTuple
 
+from jobtrail.domain.errors import InvalidCommand
 from jobtrail.domain.events import Event
 from jobtrail.domain.job import Job, Outcome
 
@@ -17,6 +18,14 @@ class Append(NamedTuple):
 
     events: Sequence[Event]
     expected_version: int
+
+    def check(self) -> None:
+        """The port's rule for every store: one job's next events, in version order."""
+        first = self.expected_version + 1
+        if {e.job_id for e in self.events} != {self.events[0].job_id} or [
+            e.version for e in self.events
+        ] != list(range(first, first + len(self.events))):
+            raise InvalidCommand(reason="an append takes one job's next events, in version order")
 
 
 class EventStore(abc.ABC):

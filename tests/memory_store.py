@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 
-from jobtrail.domain.errors import ConcurrencyConflict, DuplicateIdempotencyKey, InvalidCommand
+from jobtrail.domain.errors import ConcurrencyConflict, DuplicateIdempotencyKey
 from jobtrail.domain.events import Event, JobQueued
 from jobtrail.domain.job import Job, Outcome
 from jobtrail.domain.ports import Append, EventStore
@@ -64,7 +64,7 @@ class InMemoryEventStore(EventStore):
         then the new jobs' ids and idempotency keys, then the others' versions."""
         appends = [a for a in appends if a.events]
         for item in appends:
-            _check_append(item)
+            item.check()
         keys: dict[str, str] = {}
         versions: dict[str, int] = {}
         for events, expected_version in appends:
@@ -101,11 +101,3 @@ class InMemoryEventStore(EventStore):
         job = Job.from_history(job_id, self.load(job_id))
         assert command(job) is Outcome.RECORDED
         self.commit([Append(job.pending, job.version - len(job.pending))])
-
-
-def _check_append(item: Append) -> None:
-    first = item.expected_version + 1
-    if {e.job_id for e in item.events} != {item.events[0].job_id} or [
-        e.version for e in item.events
-    ] != list(range(first, first + len(item.events))):
-        raise InvalidCommand(reason="an append takes one job's next events, in version order")

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from jobtrail.adapters.sql.engine import is_postgres
 from jobtrail.adapters.sql.errors import Collision, collision
 from jobtrail.adapters.sql.schema import job, job_events, job_lease
-from jobtrail.domain.errors import ConcurrencyConflict, DuplicateIdempotencyKey, InvalidCommand
+from jobtrail.domain.errors import ConcurrencyConflict, DuplicateIdempotencyKey
 from jobtrail.domain.events import Event, JobStarted
 from jobtrail.domain.lifecycle import status_after
 from jobtrail.domain.ports import Append
@@ -51,7 +51,7 @@ def write_appends(conn: Connection, appends: Sequence[Append]) -> None:
     if not appends:
         return
     for item in appends:
-        _check_append(item)
+        item.check()
     _insert_new_rows(conn, [a.events for a in appends if a.expected_version == 0])
     writes: Writes
     if is_postgres(conn):
@@ -132,14 +132,6 @@ class _Portable:
 
     def finish(self) -> None:
         pass
-
-
-def _check_append(item: Append) -> None:
-    first = item.expected_version + 1
-    if {e.job_id for e in item.events} != {item.events[0].job_id} or [
-        e.version for e in item.events
-    ] != list(range(first, first + len(item.events))):
-        raise InvalidCommand(reason="an append takes one job's next events, in version order")
 
 
 def _insert_new_rows(conn: Connection, new_jobs: list[Sequence[Event]]) -> None:
