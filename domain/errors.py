@@ -49,6 +49,14 @@ class InvalidCommand(CommandRejected):
     """Invalid command: {reason}."""
 
 
+class InvalidJsonValue(InvalidCommand):
+    """{where}: {reason}."""
+
+    def __init__(self, *, where: str, reason: str) -> None:
+        super().__init__(where=where, reason=reason)
+        self.where, self.reason = where, reason
+
+
 class ConcurrencyConflict(JobtrailError):
     """Job {job_id} changed concurrently: expected version {expected}."""
 
@@ -144,6 +152,12 @@ class UnknownJobType(InternalError):
     """unknown job type"""
 
     code = "unknown_job_type"
+
+
+class InvalidResult(InternalError):
+    """the processor's result is not JSON that jobtrail can store"""
+
+    code = "invalid_result"
 
 
 class UnexpectedError(InternalError):

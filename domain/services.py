@@ -18,10 +18,12 @@ from jobtrail.domain.errors import (
     CommandRejected,
     ConcurrencyConflict,
     DuplicateIdempotencyKey,
+    InvalidJsonValue,
     JobError,
     JobNotFound,
 )
 from jobtrail.domain.job import SYSTEM, Job, Meta, Outcome
+from jobtrail.domain.json_values import check_json
 from jobtrail.domain.ports import Append, Clock, EventStore, SystemClock
 from jobtrail.domain.retry import RetryPolicy
 
@@ -64,7 +66,11 @@ class JobService:
 
         A spec whose idempotency key is already taken yields that job's id and records
         nothing. If another submitter takes a key in the meantime, the batch is retried.
+        A payload outside the JSON domain (`jobtrail.domain.json_values`) is refused with
+        `InvalidJsonValue` before anything is read or written.
         """
+        for index, spec in enumerate(specs):
+            check_payload(spec.payload, "payload" if len(specs) == 1 else f"specs[{index}].payload")
         for _ in range(self.max_conflict_retries):
             keys = {s.idempotency_key for s in specs if s.idempotency_key is not None}
             known = self.find_by_idempotency_keys(keys) if keys else {}
@@ -132,6 +138,8 @@ class JobService:
         )
 
     def complete(self, job_id: str, attempt: int, result: Any, meta: Meta = SYSTEM) -> Outcome:
+        """Record a result; `InvalidJsonValue` if it is outside the JSON domain."""
+        check_json(result, "result")
         return self.execute(
             job_id, lambda job: job.complete(attempt, result, now=self.clock.now(), meta=meta)
         )
@@ -198,3 +206,12 @@ class JobService:
                 continue
             return outcome
         raise ConcurrencyConflict(job_id=job_id, expected="(gave up after retries)")
+
+
+def check_payload(payload: object, where: str = "payload") -> None:
+    """A job's payload is a JSON object in the accepted domain, else `InvalidJsonValue`."""
+    if not isinstance(payload, dict):
+        raise InvalidJsonValue(
+            where=where, reason=f"must be a JSON object (a dict), not {type(payload).__name__}"
+        )
+    check_json(payload, where)

@@ -37,6 +37,7 @@ _PUBLIC: dict[str, str] = {
     "IllegalTransition": "jobtrail.domain.errors",
     "StaleAttempt": "jobtrail.domain.errors",
     "InvalidCommand": "jobtrail.domain.errors",
+    "InvalidJsonValue": "jobtrail.domain.errors",
     "ConcurrencyConflict": "jobtrail.domain.errors",
     "DuplicateIdempotencyKey": "jobtrail.domain.errors",
     "JobNotFound": "jobtrail.domain.errors",
@@ -55,6 +56,7 @@ _PUBLIC: dict[str, str] = {
     "InsufficientCredits": "jobtrail.domain.errors",
     "InvalidInput": "jobtrail.domain.errors",
     "InternalError": "jobtrail.domain.errors",
+    "InvalidResult": "jobtrail.domain.errors",
     "TransientError": "jobtrail.domain.errors",
     "UpstreamTimeout": "jobtrail.domain.errors",
     "UpstreamUnavailable": "jobtrail.domain.errors",
@@ -107,6 +109,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; tests/unit/test_public_api
     from jobtrail.domain.errors import InvalidCommand as InvalidCommand
     from jobtrail.domain.errors import InvalidInput as InvalidInput
     from jobtrail.domain.errors import InvalidJobId as InvalidJobId
+    from jobtrail.domain.errors import InvalidJsonValue as InvalidJsonValue
+    from jobtrail.domain.errors import InvalidResult as InvalidResult
     from jobtrail.domain.errors import JobError as JobError
     from jobtrail.domain.errors import JobNotFound as JobNotFound
     from jobtrail.domain.errors import JobtrailError as JobtrailError

@@ -8,6 +8,12 @@ loop turn. A job of a type no processor handles goes through the same `fail`, fr
 ``queued``. The main loop also renews leases (heartbeats write no events) and runs the
 reaper, which fails jobs whose lease expired.
 
+What reaches the main loop can be stored: a result outside the JSON domain
+(`jobtrail.domain.json_values`) fails its job as `InvalidResult` in the processor's thread,
+and U+0000 or lone surrogates in an error or progress message are escaped there. If a turn's
+write is still refused for its data, each job's outcomes are written alone, so one bad
+outcome fails its own job and holds no other hostage (`Worker._write_each_alone`).
+
 The module is longer than the project's ~300 lines on purpose: `Worker` is one loop over
 one piece of state (the jobs it holds, the outcomes not yet written, the jobs whose memory
 may be stale), and claiming, writing outcomes, heartbeats and shutting down all read and
@@ -17,28 +23,33 @@ processor API in `jobtrail.processors.base`).
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
 from jobtrail.domain.errors import (
     CommandRejected,
     ConcurrencyConflict,
+    DatabaseUnavailable,
+    InternalError,
+    InvalidJsonValue,
+    InvalidResult,
     JobError,
+    JobNotFound,
+    SchemaMissing,
     StorageError,
-    UnexpectedError,
     UnknownJobType,
     WorkerShutdown,
     as_job_error,
 )
 from jobtrail.domain.job import Job, Meta, Outcome
+from jobtrail.domain.json_values import check_json, storable_text
 from jobtrail.domain.ports import Append, Clock, JobQueue, Lease, SystemClock
 from jobtrail.domain.services import Command, JobService
 from jobtrail.processors.base import JobContext, JobView
@@ -217,6 +228,7 @@ class Worker:
         room = self._room(len(finished)) if claiming and not defer_claim else 0
         if not steps and room <= 0:
             return 0
+        stuck: StorageError | None = None
         try:
             results, appends = self._apply_in_memory(steps)
             try:
@@ -229,20 +241,33 @@ class Worker:
                     len(steps),
                 )
                 results, claimed = self._write_one_by_one(steps, finished), []
-        except StorageError:
+        except StorageError as error:
             # Nothing was written: keep the outcomes for the next turn, and reload the
             # jobs they were applied to in memory before applying them again.
-            self._carry = items
             self._stale.update(steps)
-            raise
+            if not steps or not rejects_data(error):
+                self._carry = items
+                raise
+            log.warning(
+                "writing the outcomes of %d job(s) failed (%s); writing each job's alone",
+                len(steps),
+                error,
+            )
+            results, stuck = self._write_each_alone(steps, finished, items, error)
+            claimed = []
         else:
             for append in appends:
                 self._clear_pending(append.events[0].job_id)
         committed = time.monotonic()
         for job_id, item in finished.items():
+            if job_id not in results:
+                continue  # carried to the next turn
             self._running.pop(job_id, None)
+            self._stale.discard(job_id)
             self._report(item, results[job_id], committed)
         self._take(claimed)
+        if stuck is not None:
+            raise stuck
         return len(claimed)
 
     def _room(self, finishing: int) -> int:
@@ -290,6 +315,83 @@ class Worker:
                 self._running[job_id].job = self.service.get(job_id)
         return results
 
+    def _write_each_alone(
+        self,
+        steps: dict[str, list[Command]],
+        finished: dict[str, Finished],
+        items: list[Finished | Progressed],
+        error: StorageError,
+    ) -> tuple[dict[str, Outcome | Exception], StorageError | None]:
+        """After a turn's write was refused for its data: one transaction per job.
+
+        What the database takes is written. An outcome it refuses on its own is a bad
+        outcome, not a bad database: a job's result or failure becomes a failure of that
+        job (`InvalidResult`, or an `InternalError` quoting the failure that could not be
+        stored), written alone, and a progress report is dropped. If the database took
+        nothing at all, not even such a failure, it refuses everything (read-only,
+        permissions): those outcomes are kept for the next turn, as for any storage error,
+        and the error is returned to be raised once the rest is reported. Outcomes that hit
+        a passing error (`DatabaseUnavailable`) are kept for the next turn too.
+
+        Returns the outcome of each job whose outcome is settled (others are carried), and
+        the error to raise, if any.
+        """
+        results: dict[str, Outcome | Exception] = {}
+        refused: dict[str, StorageError] = {}
+        carried: set[str] = set()
+        for job_id, commands in steps.items():
+            try:
+                results[job_id] = self.service.execute(job_id, chain(commands))
+            except (CommandRejected, JobNotFound) as rejected:
+                results[job_id] = rejected
+            except StorageError as alone:
+                if rejects_data(alone):
+                    refused[job_id] = alone
+                else:
+                    carried.add(job_id)
+        written = any(result is Outcome.RECORDED for result in results.values())
+        undone: dict[str, StorageError] = {}
+        for job_id, refusal in refused.items():
+            item = finished.get(job_id)
+            if item is None:
+                log.warning("job %s: progress report(s) dropped, not storable: %s", job_id, refusal)
+                continue
+            stand_in = replace(
+                item,
+                result=None,
+                error=unstorable(item, refusal),
+                raised_at=item.raised_at or time.monotonic(),
+            )
+            try:
+                results[job_id] = self.service.execute(job_id, self._command_for(stand_in))
+            except (CommandRejected, JobNotFound) as rejected:
+                results[job_id] = rejected
+                continue
+            except StorageError as again:
+                if rejects_data(again):
+                    undone[job_id] = again
+                else:
+                    carried.add(job_id)
+                continue
+            written = written or results[job_id] is Outcome.RECORDED
+            finished[job_id] = stand_in
+            log.warning(
+                "job %s: its outcome could not be stored (%s); failed instead", job_id, refusal
+            )
+        for job_id, second in undone.items():
+            if not written:
+                carried.add(job_id)
+                continue
+            results[job_id] = second
+            log.error(
+                "job %s: neither its outcome nor a failure instead could be stored (%s); "
+                "dropped: the reaper fails or retries the job once its lease ends",
+                job_id,
+                second,
+            )
+        self._carry = [item for item in items if item.job_id in carried]
+        return results, (error if carried and not written else None)
+
     def _clear_pending(self, job_id: str) -> None:
         running = self._running.get(job_id)
         if running is not None:
@@ -322,6 +424,8 @@ class Worker:
         attempt = job.attempt
 
         def report(percent: int, message: str | None) -> None:
+            if message is not None:  # what a processor says reaches the log, escaped
+                message = storable_text(message if isinstance(message, str) else str(message))
             self._done.put(Progressed(job.id, attempt, percent, message))
 
         ctx = JobContext(view, report, self.settings.progress_seconds)
@@ -349,10 +453,12 @@ class Worker:
         started = time.monotonic()
         try:
             result = processor.process(ctx.job, ctx)
-            json.dumps(result)
-        except TypeError as error:
-            failure = UnexpectedError(TypeError(f"the result is not JSON: {error}"))
-            return self._failed(job, failure, started)
+            # Here, in the processor's thread: a result that cannot be stored fails its
+            # job, and never reaches the main loop's write (where NaN stalled a PostgreSQL
+            # worker's every turn, and {1: "a", "b": 2} crashed it while hashing).
+            check_json(result, "result")
+        except InvalidJsonValue as error:
+            return self._failed(job, InvalidResult(f"{error.where}: {error.reason}"), started)
         except Exception as error:  # noqa: BLE001 - every exception is a failure
             return self._failed(job, as_job_error(error), started)
         return Finished(job.id, job.attempt, time.monotonic() - started, result=result)
@@ -360,6 +466,7 @@ class Worker:
     def _failed(self, job: Job, error: JobError, started: float) -> Finished:
         raised_at = time.monotonic()
         elapsed = raised_at - started
+        error = storable(error)
         log.info("job %s failed after %.2f s: %s", job.id, elapsed, error.message)
         return Finished(job.id, job.attempt, elapsed, error=error, raised_at=raised_at)
 
@@ -522,3 +629,48 @@ def chain(commands: list[Command]) -> Command:
         return outcome
 
     return run
+
+
+def rejects_data(error: StorageError) -> bool:
+    """Whether the database refused what was written, rather than being out of reach or
+    without its schema (a refusal may be of one outcome's data: `_write_each_alone`)."""
+    return not isinstance(error, DatabaseUnavailable | SchemaMissing)
+
+
+def unstorable(item: Finished, error: StorageError) -> JobError:
+    """The failure recorded instead of an outcome the database refused on its own."""
+    reason = storable_text(str(error))
+    if item.error is None:
+        return InvalidResult(f"the result could not be stored: {reason}")
+    original = item.error
+    said = storable_text(f"{original.type_name} ({original.code}): {original.message}")
+    return InternalError(f"the failure could not be stored ({reason}); it was {said[:1000]}")
+
+
+def storable(error: JobError) -> JobError:
+    """``error``, or the same error with U+0000 and lone surrogates in its texts escaped.
+
+    An exception's message may hold them (a file name decoded with ``surrogateescape``, a
+    C library's NUL): PostgreSQL and the hash refuse them, and the failure must be stored.
+    """
+    texts = (error.type_name, error.code, error.message)
+    type_name, code, message = (
+        storable_text(text if isinstance(text, str) else str(text)) for text in texts
+    )
+    if (type_name, code, message) == texts:
+        return error
+    return _Escaped(error, type_name, code, message)
+
+
+class _Escaped(JobError):
+    """A processor's error with its texts escaped; its code, category, retryable and
+    retry-after as they were."""
+
+    def __init__(self, original: JobError, type_name: str, code: str, message: str) -> None:
+        super().__init__(message, retry_after=original.retry_after)
+        self._type_name = type_name
+        vars(self).update(code=code, category=original.category, retryable=original.retryable)
+
+    @property
+    def type_name(self) -> str:
+        return self._type_name

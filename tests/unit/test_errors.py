@@ -93,6 +93,19 @@ def test_transient_system_errors_are_retryable(cls: type[JobError], code: str) -
     assert error.type_name == cls.__name__
 
 
+def test_invalid_result_is_a_system_error_not_retried() -> None:
+    """A processor that returned NaN returns it again: retrying would not help."""
+    error = errors.InvalidResult("result.x: NaN is not JSON (use null or a string)")
+    assert (error.code, error.category, error.retryable) == (
+        "invalid_result",
+        ErrorCategory.SYSTEM,
+        False,
+    )
+    assert error.type_name == "InvalidResult"
+    assert error.message == "result.x: NaN is not JSON (use null or a string)"
+    assert "result" in errors.InvalidResult().message  # the docstring is the default
+
+
 def test_unknown_job_type_is_a_system_error_not_retried() -> None:
     error = UnknownJobType()
     assert error.category is ErrorCategory.SYSTEM
@@ -149,6 +162,11 @@ def test_illegal_transition_names_status_and_command() -> None:
         (errors.AppendOnlyViolation, {"reason": "UPDATE"}, ["UPDATE", "append-only"]),
         (errors.CorruptHistory, {"job_id": "j-4", "reason": "gap"}, ["j-4", "gap"]),
         (errors.SchemaMissing, {}, ["jobtrail db init"]),
+        (
+            errors.InvalidJsonValue,
+            {"where": "payload.x", "reason": "NaN is not JSON"},
+            ["payload.x: NaN is not JSON."],
+        ),
     ],
 )
 def test_jobtrail_errors_format_their_docstring(
@@ -160,6 +178,13 @@ def test_jobtrail_errors_format_their_docstring(
         assert fragment in message
     assert "{" not in message
     assert error.context == context
+
+
+def test_an_invalid_json_value_is_an_invalid_command_naming_where_and_why() -> None:
+    error = errors.InvalidJsonValue(where="payload", reason="key 1 is not a string")
+    assert isinstance(error, errors.InvalidCommand)
+    assert str(error) == "payload: key 1 is not a string."
+    assert (error.where, error.reason) == ("payload", "key 1 is not a string")
 
 
 def test_explicit_message_wins_over_the_docstring() -> None:
