@@ -12,6 +12,16 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
+# The Node.js verifier's pinned packages (tests/node), from its lockfile. Without npm the
+# verifier's tests skip, or fail under CI (JOBTRAIL_REQUIRE_KAFKA=1).
+NODE_DIR := tests/node
+$(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	@if command -v npm >/dev/null; then \
+		cd $(NODE_DIR) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else \
+		echo "npm not found: the Node.js verifier's tests (tests/node) cannot run"; \
+	fi
+
 demo: $(BIN)/.installed
 	$(BIN)/jobtrail demo
 
@@ -29,7 +39,7 @@ typecheck-tree:
 	for f in jobtrail/*; do ln -s "$$PWD/$$f" build/typecheck/$$f; done
 	for d in domain adapters processors projections; do ln -s "$$PWD/$$d" build/typecheck/jobtrail/$$d; done
 
-test: lint
+test: lint $(NODE_DIR)/node_modules/.installed
 	$(BIN)/pytest -q
 
 bench: $(BIN)/.installed

@@ -9,6 +9,13 @@ type or schema version newer than this code) and calls the handler once per
   a version more than one above it calls `on_gap(Gap)` (default: a warning in the log),
   counts in `stats.gaps`, and the event is still handed on. Handlers with side effects that
   must never repeat should also key them on `(job_id, version)`.
+- **Chains are checked** (`check_chains`, on by default): an event whose `prev_hash` is not
+  the `hash` of the job's previous event as handled (or, for a version 1, not empty) calls
+  `on_chain_break(ChainBreak)` (default: a warning in the log), counts in
+  `stats.chain_breaks`, and is still handed on, like a gap. Only links whose both ends this
+  consumer handled are checked (not across a gap, nor for a job first seen mid-history or
+  forgotten by the window); stored hashes are compared, none recomputed, so an intact
+  topic never reports one.
 - **Offsets are committed only after the handler returned.** `enable_auto_commit` is off;
   each poll's handled records are committed together. A handler that raises stops the
   consumer with `EventHandlerFailed`: the records handled before it are committed, the
@@ -42,13 +49,26 @@ from jobtrail.adapters.kafka.errors import (
 )
 from jobtrail.adapters.kafka.version_window import (
     DEFAULT_WINDOW,
+    ChainBreak,
     Gap,
     Verdict,
     VersionWindow,
+    warn_chain_break,
     warn_gap,
 )
 from jobtrail.domain.errors import JobtrailError
 from jobtrail.domain.events import Event
+
+__all__ = [
+    "DEAD_LETTER_SUFFIX",
+    "ChainBreak",
+    "ConsumerStats",
+    "Gap",
+    "Handler",
+    "JobEventConsumer",
+    "Verdict",
+    "VersionWindow",
+]
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +86,14 @@ class ConsumerStats:
     handled: int = 0
     duplicates: int = 0
     gaps: int = 0
+    chain_breaks: int = 0
     dead_lettered: int = 0
 
     def summary(self) -> str:
         return (
             f"handled {self.handled} event(s), dropped {self.duplicates} duplicate(s), "
-            f"{self.gaps} gap(s), {self.dead_lettered} dead-lettered"
+            f"{self.gaps} gap(s), {self.chain_breaks} broken chain(s), "
+            f"{self.dead_lettered} dead-lettered"
         )
 
 
@@ -86,6 +108,8 @@ class JobEventConsumer:
     (a read-only look, as `jobtrail consume` does without `--group`). `from_beginning`
     applies when the group has no committed offsets (Kafka's `auto_offset_reset`).
     `settings` are passed on to `KafkaConsumer` (e.g. session timeouts).
+    `check_chains=False` turns the per-job `prev_hash` check off (then the window keeps
+    no hashes).
     """
 
     def __init__(
@@ -99,6 +123,8 @@ class JobEventConsumer:
         dead_letter_topic: str | None = None,
         window: int = DEFAULT_WINDOW,
         on_gap: Callable[[Gap], None] = warn_gap,
+        check_chains: bool = True,
+        on_chain_break: Callable[[ChainBreak], None] = warn_chain_break,
         connect_timeout: float = 10.0,
         settings: Mapping[str, Any] | None = None,
     ) -> None:
@@ -111,6 +137,8 @@ class JobEventConsumer:
         self.dead_letter_topic = dead_letter_topic or topic + DEAD_LETTER_SUFFIX
         self.window = VersionWindow(window)
         self.on_gap = on_gap
+        self.check_chains = check_chains
+        self.on_chain_break = on_chain_break
         self.stats = ConsumerStats()
         self._timeout_ms = max(int(connect_timeout * 1000), 100)
         self._producer: Any = None
@@ -173,7 +201,10 @@ class JobEventConsumer:
         except UndecodableMessage as error:
             self._dead_letter(record, error)
             return
-        verdict = self.window.check(event.job_id, event.version)
+        prev_hash, event_hash = _links(event)
+        verdict = self.window.check(
+            event.job_id, event.version, prev_hash if self.check_chains else None
+        )
         if verdict is Verdict.DUPLICATE:
             self.stats.duplicates += 1
             log.debug("duplicate: job %s version %d", event.job_id, event.version)
@@ -191,6 +222,20 @@ class JobEventConsumer:
                     record.offset,
                 )
                 self.on_gap(gap)
+            elif verdict is Verdict.CHAIN_BREAK:
+                self.stats.chain_breaks += 1
+                expected = self.window.expected_prev_hash(event.job_id, event.version)
+                self.on_chain_break(
+                    ChainBreak(
+                        event.job_id,
+                        event.version,
+                        expected or "",
+                        prev_hash,
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                    )
+                )
             self.handler(event)
         except Exception as error:
             where = f"{record.topic}[{record.partition}]@{record.offset}"
@@ -200,7 +245,7 @@ class JobEventConsumer:
                 version=event.version,
                 reason=f"{type(error).__name__}: {error}",
             ) from error
-        self.window.accept(event.job_id, event.version)
+        self.window.accept(event.job_id, event.version, event_hash if self.check_chains else "")
         self.stats.handled += 1
 
     def _rewind(self, partition: Any, offset: int, untouched: list[tuple[Any, list[Any]]]) -> None:
@@ -281,3 +326,11 @@ class JobEventConsumer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _links(event: Event | RawEvent) -> tuple[str, str]:
+    """The event's `prev_hash` and `hash` (a raw event's from its envelope: `decode`
+    checked both are strings)."""
+    if isinstance(event, RawEvent):
+        return event.envelope["prev_hash"], event.envelope["hash"]
+    return event.prev_hash, event.hash

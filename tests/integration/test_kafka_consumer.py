@@ -8,10 +8,12 @@ producer: this branch tests the consumer side on its own.
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from jobtrail.adapters.cli import main as cli
 from jobtrail.adapters.kafka.codec import RawEvent, encode
 from jobtrail.adapters.kafka.consumer import (
     DEAD_LETTER_SUFFIX,
+    ChainBreak,
     Gap,
     JobEventConsumer,
 )
@@ -170,10 +173,12 @@ def test_every_event_once_in_job_order_duplicates_dropped_garbage_dead_lettered(
     half = len(events) // 2
     resent = events[half:]  # a relay that crashed before storing its position sends again
     late_job = resent[-1].job_id  # garbage on its partition, with its events after it
+    last_of_job = max((e for e in events if e.job_id == events[-1].job_id), key=lambda e: e.version)
     newer = {
         **events[-1].envelope(),
         "type": "JobArchived",
-        "version": max(e.version for e in events if e.job_id == events[-1].job_id) + 1,
+        "version": last_of_job.version + 1,
+        "prev_hash": last_of_job.hash,  # chained like any event: no break to report
     }
     records = [
         *as_records(events[:half]),
@@ -198,6 +203,7 @@ def test_every_event_once_in_job_order_duplicates_dropped_garbage_dead_lettered(
     raw = [e for e in got.seen if isinstance(e, RawEvent)]
     assert [(r.type, r.version) for r in raw] == [("JobArchived", newer["version"])]
     assert (stats.duplicates, stats.gaps, stats.dead_lettered) == (len(resent), 0, 1)
+    assert stats.chain_breaks == 0  # every link checked, across duplicates and a raw event
 
     [dead] = read_raw(broker, topic + DEAD_LETTER_SUFFIX)
     headers = dict(dead.headers)
@@ -228,6 +234,47 @@ def test_a_gap_in_a_jobs_versions_is_reported_and_the_rest_still_handed_on(
     assert (gaps[0].topic, gaps[0].partition, gaps[0].offset) == (topic, 0, 2)
     assert stats.gaps == 1
     assert [e.version for e in got.seen] == [1, 2, *range(4, len(history) + 1)]
+
+
+@pytest.mark.kafka
+def test_a_forged_record_whose_prev_hash_is_not_the_previous_events_hash_is_reported(
+    broker: Broker,
+    consumers: list[JobEventConsumer],
+    events: list[Event],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    topic = new_topic(broker, partitions=1)
+    jobs = sorted(by_job(events).items(), key=lambda item: len(item[1]), reverse=True)
+    job_id, other_id = jobs[0][0], jobs[1][0]
+    history = [e for e in events if e.job_id == job_id]
+    other = [e for e in events if e.job_id == other_id]
+    assert len(history) >= 4 and len(other) >= 2
+    forged = replace(history[2], prev_hash="0" * 64)  # its own hash left as it was
+    first = replace(other[0], prev_hash="e" * 64)  # a version 1 must have prev_hash ""
+    published = [*history[:2], forged, *history[3:], first, *other[1:]]
+    publish(broker, topic, as_records(published))
+
+    breaks: list[ChainBreak] = []
+    got = Collector()
+    stats = open_consumer(consumers, broker, topic, got, on_chain_break=breaks.append).run(
+        until_idle=1
+    )
+    assert [(b.job_id, b.version, b.expected, b.received) for b in breaks] == [
+        (job_id, 3, history[1].hash, "0" * 64),
+        (other_id, 1, "", "e" * 64),
+    ]
+    assert (breaks[0].topic, breaks[0].partition, breaks[0].offset) == (topic, 0, 2)
+    assert (stats.chain_breaks, stats.gaps, stats.duplicates) == (2, 0, 0)
+    assert got.keys() == [(e.job_id, e.version) for e in published]  # still handed on
+    assert "2 broken chain(s)" in stats.summary()
+
+    with caplog.at_level(logging.WARNING, logger="jobtrail.adapters.kafka"):
+        logged = open_consumer(consumers, broker, topic, Collector()).run(until_idle=1)
+    assert logged.chain_breaks == 2
+    assert f"broken chain in job {job_id} at version 3: prev_hash {'0' * 64}" in caplog.text
+
+    unchecked = open_consumer(consumers, broker, topic, Collector(), check_chains=False)
+    assert unchecked.run(until_idle=1).chain_breaks == 0
 
 
 @pytest.mark.kafka

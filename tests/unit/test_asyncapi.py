@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import jobtrail.adapters.kafka
 import yaml
 from jobtrail.adapters.kafka.codec import encode
 from jobtrail.domain.events import EVENT_TYPES
-from jsonschema import Draft202012Validator
+from jsonschema import Draft7Validator, Draft202012Validator
 
 from tests.unit.histories import completed
 
@@ -59,13 +60,61 @@ def test_every_reference_resolves() -> None:
 
 
 def test_each_message_payload_is_the_schema_of_its_own_event_type() -> None:
+    """The shape @asyncapi/parser keeps whole: an allOf of the envelope and the type's own
+    fields (a `$ref` with keywords beside it would lose them), declared as draft-07."""
     doc = document()
     for name, message in doc["components"]["messages"].items():
         payload = message["payload"]
-        assert payload["schemaFormat"] == "application/schema+json;version=draft-2020-12"
+        assert payload["schemaFormat"] == "application/schema+json;version=draft-07"
+        assert payload["schema"] == {"$ref": f"./job-event.schema.json#/$defs/{name}"}
         target = resolve(doc, payload["schema"]["$ref"])
-        assert target["properties"]["type"] == {"const": name}
-        assert target["properties"]["data"] == {"$ref": f"#/$defs/{name}Data"}
+        envelope, own = target["allOf"]
+        assert envelope == {"$ref": "#/$defs/Envelope"}
+        assert own["properties"] == {
+            "type": {"const": name},
+            "data": {"$ref": f"#/$defs/{name}Data"},
+        }
+
+
+DRAFT_2020_ONLY = {
+    "$anchor",
+    "$dynamicAnchor",
+    "$dynamicRef",
+    "dependentRequired",
+    "dependentSchemas",
+    "maxContains",
+    "minContains",
+    "prefixItems",
+    "unevaluatedItems",
+    "unevaluatedProperties",
+}
+
+
+def nodes(node: Any) -> list[dict[str, Any]]:
+    if isinstance(node, dict):
+        return [node] + [n for value in node.values() for n in nodes(value)]
+    if isinstance(node, list):
+        return [n for value in node for n in nodes(value)]
+    return []
+
+
+def test_the_schema_means_the_same_in_draft_07_as_the_payloads_declare() -> None:
+    """No 2020-12-only keyword, and no keyword beside a `$ref` (draft-07 ignores those and
+    the AsyncAPI parser drops them): a draft-07 validator reads each `$defs/<Type>` as the
+    2020-12 one does."""
+    schema = json.loads((SCHEMAS / "job-event.schema.json").read_text())
+    for node in nodes(schema["$defs"]):
+        assert not DRAFT_2020_ONLY & set(node), node
+        if "$ref" in node:
+            assert set(node) == {"$ref"}, f"keywords beside $ref: {node}"
+    record = json.loads(encode(completed().pending[-1]).value)
+    record.update(position=1, job_id=str(uuid.uuid4()))
+    for name in EVENT_TYPES:
+        validator = Draft7Validator(
+            {"$defs": schema["$defs"], "allOf": [{"$ref": f"#/$defs/{name}"}]}
+        )
+        errors = list(validator.iter_errors(record))
+        assert (errors == []) is (name == record["type"]), (name, [e.message for e in errors])
 
 
 def test_the_documented_headers_are_the_ones_the_codec_writes() -> None:

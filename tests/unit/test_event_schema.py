@@ -1,4 +1,4 @@
-"""The published event contract (adapters/schemas/job-event.schema.json), type by type.
+"""The published event contract (adapters/kafka/schemas/job-event.schema.json), type by type.
 
 tests/event_contract.py checks every event the suite appends; this file covers each type on
 purpose, with the edge cases a consumer must accept, and shows the schema refuses what it
@@ -8,6 +8,7 @@ should (so it is not a schema that accepts anything).
 from __future__ import annotations
 
 import copy
+import json
 import uuid
 from dataclasses import replace
 from datetime import timedelta
@@ -18,8 +19,9 @@ from jobtrail.adapters.bootstrap import connect
 from jobtrail.domain.errors import InsufficientCredits, RateLimited, UnknownJobType, UpstreamTimeout
 from jobtrail.domain.events import EVENT_TYPES, Event
 from jobtrail.domain.job import Job, Meta
+from jsonschema import Draft202012Validator
 
-from tests.event_contract import RECORDER, validator, violations
+from tests.event_contract import RECORDER, SCHEMA_PATH, violations
 from tests.unit.histories import T0, WORKER, at, policy
 
 USER = Meta(actor="user:42", correlation_id="req-7")
@@ -164,6 +166,15 @@ def broken(type_name: str, path: str, value: Any) -> dict[str, Any]:
         ("JobQueued", "hash", "abc", "does not match"),
         ("JobQueued", "job_id", "job-1", "does not match"),
         ("JobQueued", "metadata/actor", ..., "'actor' is a required property"),
+        ("JobQueued", "metadata/hash_form", "sha1", "'jcs' was expected"),
+        ("JobQueued", "metadata/surprise", 1, "Additional properties are not allowed"),
+        ("JobQueued", "prev_hash", "0" * 63, "does not match"),
+        ("JobStarted", "data/attempt", 0, "less than the minimum of 1"),
+        ("JobRetryScheduled", "data/attempt", 0, "less than the minimum of 1"),
+        ("JobRetryScheduled", "data/delay_seconds", -1, "less than the minimum of 0"),
+        ("JobFailed", "data/attempt", -1, "less than the minimum of 0"),
+        ("JobCompleted", "data/duration_ms", "12", "is not of type 'number'"),
+        ("JobCancelled", "data", ..., "'data' is a required property"),
     ],
 )
 def test_the_schema_refuses_what_breaks_the_contract(
@@ -173,10 +184,67 @@ def test_the_schema_refuses_what_breaks_the_contract(
     assert any(complaint in p for p in problems), problems
 
 
+def schema() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(SCHEMA_PATH.read_text())
+    return loaded
+
+
 def test_the_schema_is_a_valid_draft_2020_12_schema() -> None:
-    schema = validator().schema
-    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    assert {f"{name}Data" for name in EVENT_TYPES} <= set(schema["$defs"])
+    published = schema()
+    Draft202012Validator.check_schema(published)
+    assert published["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert {*EVENT_TYPES, *(f"{name}Data" for name in EVENT_TYPES)} <= set(published["$defs"])
+    assert published["$defs"]["EventType"]["enum"] == list(EVENT_TYPES)
+
+
+def test_an_event_hashed_before_jcs_has_no_hash_form_and_keeps_the_contract() -> None:
+    envelope = broken("JobQueued", "metadata/hash_form", ...)
+    assert violations(envelope) == []
+
+
+def test_each_types_own_schema_takes_its_events_and_no_other_types() -> None:
+    defs = schema()["$defs"]
+    for name in EVENT_TYPES:
+        own = Draft202012Validator({"$defs": defs, "$ref": f"#/$defs/{name}"})
+        for other in EVENT_TYPES:
+            accepted = own.is_valid(sample(other))
+            assert accepted is (other == name), (name, other)
+
+
+def test_the_description_tells_consumers_what_the_schema_refuses() -> None:
+    """The schema refuses other types and versions (above); its advice says so."""
+    description = schema()["description"]
+    for words in ("`event_type` and `schema_version` headers", "validates only an event it knows"):
+        assert words in description
+
+
+# Keywords that apply to one JSON type: ajv's strict mode (strictTypes) wants that type
+# declared beside them. This mirrors it for machines without the Node.js verifier.
+TYPE_KEYWORDS = {
+    "object": {"properties", "required", "additionalProperties", "patternProperties"},
+    "string": {"pattern", "minLength", "maxLength", "format"},
+    "number": {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"},
+}
+
+
+def schema_nodes(node: Any, path: str = "#") -> list[tuple[str, dict[str, Any]]]:
+    if isinstance(node, dict):
+        found = [(path, node)] if not path.endswith("/properties") else []
+        return found + [n for k, v in node.items() for n in schema_nodes(v, f"{path}/{k}")]
+    if isinstance(node, list):
+        return [n for i, v in enumerate(node) for n in schema_nodes(v, f"{path}/{i}")]
+    return []
+
+
+def test_every_keyword_that_applies_to_one_type_has_that_type_declared() -> None:
+    for path, node in schema_nodes(schema()):
+        declared = node.get("type", [])
+        types = {declared} if isinstance(declared, str) else set(declared)
+        if "integer" in types:
+            types.add("number")
+        for kind, keywords in TYPE_KEYWORDS.items():
+            used = keywords & set(node)
+            assert not used or kind in types, f"{path}: {sorted(used)} without type {kind!r}"
 
 
 def test_the_suite_wide_check_sees_what_the_store_appends(tmp_path: Any) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from jobtrail.adapters.kafka.consumer import Verdict, VersionWindow
+from jobtrail.adapters.kafka.version_window import Verdict, VersionWindow
 
 
 def test_a_version_not_above_the_last_handled_one_is_a_duplicate() -> None:
@@ -46,3 +46,54 @@ def test_the_least_recently_seen_job_is_forgotten_beyond_the_capacity() -> None:
 def test_a_window_of_no_jobs_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 1 job"):
         VersionWindow(capacity=0)
+
+
+# ------------------------------------------------------------------ chain checks
+
+H1, H2, H3, FORGED = ("1" * 64, "2" * 64, "3" * 64, "f" * 64)
+
+
+def test_the_next_version_must_carry_the_previous_events_hash() -> None:
+    window = VersionWindow()
+    assert window.check("a", 1, "") is Verdict.NEW
+    window.accept("a", 1, H1)
+    assert window.last_hash("a") == H1
+    assert window.check("a", 2, H1) is Verdict.NEW
+    assert window.check("a", 2, FORGED) is Verdict.CHAIN_BREAK
+    assert window.expected_prev_hash("a", 2) == H1
+    window.accept("a", 2, H2)
+    assert window.check("a", 3, H2) is Verdict.NEW
+    assert window.check("a", 3, H1) is Verdict.CHAIN_BREAK
+
+
+def test_a_version_1_must_have_an_empty_prev_hash() -> None:
+    window = VersionWindow()
+    assert window.check("a", 1, FORGED) is Verdict.CHAIN_BREAK
+    assert window.expected_prev_hash("a", 1) == ""
+
+
+def test_a_duplicate_or_a_gap_is_reported_as_such_never_as_a_chain_break() -> None:
+    window = VersionWindow()
+    window.accept("a", 1, H1)
+    window.accept("a", 2, H2)
+    assert window.check("a", 2, FORGED) is Verdict.DUPLICATE
+    assert window.check("a", 1, FORGED) is Verdict.DUPLICATE
+    assert window.check("a", 4, FORGED) is Verdict.GAP  # v3's hash is unknown: no check
+
+
+def test_links_the_window_did_not_see_both_ends_of_are_not_checked() -> None:
+    window = VersionWindow(capacity=1)
+    assert window.check("a", 7, FORGED) is Verdict.NEW  # first seen mid-history
+    window.accept("a", 7, H3)
+    window.accept("b", 1, H1)  # forgets a
+    assert window.last_hash("a") is None
+    assert window.check("a", 8, FORGED) is Verdict.NEW
+    window.accept("b", 2)  # accepted without a hash (chain checks off): nothing to compare
+    assert window.check("b", 3, FORGED) is Verdict.NEW
+
+
+def test_without_a_prev_hash_only_versions_are_checked() -> None:
+    window = VersionWindow()
+    window.accept("a", 1, H1)
+    assert window.check("a", 2) is Verdict.NEW
+    assert window.check("a", 1) is Verdict.DUPLICATE
