@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -29,7 +30,11 @@ class JobContext:
 
     Progress is throttled: at most one report per ``min_interval`` seconds reaches the
     log (and none that repeats the last percentage), so a chatty processor does not grow
-    the log with every call.
+    the log with every call. The last report the throttle held back is not lost: when the
+    attempt ends the worker sends it (`finish`), before the result or the failure, unless
+    a later report already said the same. A percentage that is not a finite number (NaN,
+    infinity, None, "half") is ignored with a log line, never raised into the processor;
+    others are clamped to 0–100 and rounded down.
     """
 
     def __init__(
@@ -48,16 +53,43 @@ class JobContext:
         self._clock = clock
         self._last_report = float("-inf")
         self._last_percent: int | None = None
+        self._held_back: tuple[int, str | None] | None = None
+        self._finished = False
+        self._ignored = 0
+        self._lock = threading.Lock()
         self._cancelled = threading.Event()
 
-    def progress(self, percent: int, message: str | None = None) -> bool:
+    def progress(self, percent: float, message: str | None = None) -> bool:
         """Report progress (0–100); returns whether this report was recorded."""
-        now = self._clock()
-        if percent == self._last_percent or now - self._last_report < self._min_interval:
+        clamped = _percent(percent)
+        if clamped is None:
+            self._ignore(percent)
             return False
-        self._last_report, self._last_percent = now, percent
-        self._report(max(0, min(100, int(percent))), message)
-        return True
+        with self._lock:
+            if self._finished:
+                return False
+            if clamped == self._last_percent:
+                self._held_back = None  # the log already says this
+                return False
+            now = self._clock()
+            if now - self._last_report < self._min_interval:
+                self._held_back = (clamped, message)
+                return False
+            self._last_report, self._last_percent, self._held_back = now, clamped, None
+            self._report(clamped, message)
+            return True
+
+    def finish(self, *, flush: bool = True) -> None:
+        """Called by the worker runtime when the attempt ends: sends the report the
+        throttle held back last (unless ``flush`` is false), and ignores any later one."""
+        with self._lock:
+            if self._finished:
+                return
+            self._finished = True
+            held, self._held_back = self._held_back, None
+            if flush and held is not None:
+                self._last_percent = held[0]
+                self._report(*held)
 
     @property
     def cancelled(self) -> bool:
@@ -67,6 +99,36 @@ class JobContext:
     def cancel(self) -> None:
         """Called by the worker runtime; processors only read `cancelled`."""
         self._cancelled.set()
+
+    def _ignore(self, percent: object) -> None:
+        self._ignored += 1
+        level = logging.WARNING if self._ignored == 1 else logging.DEBUG
+        self.logger.log(
+            level,
+            "job %s: progress %s ignored: a percentage must be a finite number",
+            self.job.id,
+            _shown(percent),
+        )
+
+
+def _percent(value: object) -> int | None:
+    """``value`` as a whole percentage from 0 to 100; None if it is not a finite number."""
+    try:
+        if isinstance(value, int):
+            return max(0, min(100, int(value)))
+        number = float(value)  # type: ignore[arg-type]  # a float, a numeric str, a Decimal…
+    except Exception:  # noqa: BLE001 - whatever the processor passed: ignored, not raised
+        return None
+    return int(max(0.0, min(100.0, number))) if math.isfinite(number) else None
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, float):
+        return repr(float(value))  # nan, inf
+    try:
+        return f"of type {type(value).__name__}"
+    except Exception:  # noqa: BLE001 - a metaclass of the processor's own
+        return "of an unnamed type"
 
 
 class BaseProcessor(abc.ABC):

@@ -118,9 +118,10 @@ class SqlJobQueue(JobQueue):
             query = query.with_for_update(skip_locked=True)
         params = {"now": self.clock.now(), "limit": limit, "types": list(job_types or ())}
         ids = list(conn.execute(query, params).scalars())
+        histories = load_many(conn, ids)
         claimed: list[Job] = []
-        for job_id, events in load_many(conn, ids).items():
-            candidate = Job.from_history(job_id, events)
+        for job_id in ids:  # in claim order (priority, available_at, id): run in that order
+            candidate = Job.from_history(job_id, histories.get(job_id, []))
             try:
                 command(candidate)
             except CommandRejected as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 from jobtrail.adapters.bootstrap import Jobtrail
-from jobtrail.domain.errors import LeaseExpired, StaleAttempt
+from jobtrail.domain.errors import InsufficientCredits, LeaseExpired, StaleAttempt
 from jobtrail.domain.events import TERMINAL_EVENT_TYPES
 from jobtrail.domain.retry import RetryPolicy
 from jobtrail.domain.services import JobSpec
@@ -347,3 +348,67 @@ def test_progress_reported_just_before_returning_is_kept_in_order(trail: Jobtrai
             "JobProgressed",
             "JobCompleted",
         ]
+
+
+def test_a_batch_runs_in_the_order_it_was_claimed_priority_first(pg_trail: Jobtrail) -> None:
+    """The claim picks by priority; the jobs of a batch are then run in that order, not in
+    the order of their ids."""
+    registry = Registry()
+    ran: list[int] = []
+
+    @registry.processor("ordered")
+    def ordered(job: JobView, ctx: JobContext) -> None:
+        ran.append(job.payload["priority"])
+
+    priorities = [3, -1, 7, 0, 7, 2, 5, -4, 1, 6, 4, -2]
+    pg_trail.submit_many([JobSpec("ordered", {"priority": p}, priority=p) for p in priorities])
+    settings = WorkerSettings(
+        concurrency=1, prefetch=len(priorities), until_empty=True, poll_seconds=0.01
+    )
+    stats = pg_trail.worker(settings, registry=registry).run()
+
+    assert stats.completed == len(priorities)
+    assert ran == sorted(priorities, reverse=True)
+
+
+def test_stats_and_log_lines_count_what_was_recorded_under_concurrency(
+    pg_trail: Jobtrail, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Four threads, a progress report right before every outcome: each job's reports and
+    outcome are written in the order made (the last report, held back by the throttle, is
+    sent before the outcome), and the counts and log lines match the log."""
+    registry = Registry()
+
+    @registry.processor("chatty")
+    def chatty(job: JobView, ctx: JobContext) -> dict[str, int]:
+        ctx.progress(10, "started")
+        ctx.progress(90, "almost")  # within the throttle's interval: held back, then sent
+        if job.payload["n"] % 4 == 0:
+            raise InsufficientCredits("none left")
+        return {"n": job.payload["n"]}
+
+    ids = pg_trail.submit_many([JobSpec("chatty", {"n": n}) for n in range(120)])
+    settings = WorkerSettings(
+        concurrency=4, until_empty=True, poll_seconds=0.005, progress_seconds=60
+    )
+    with caplog.at_level(logging.INFO, logger="jobtrail.worker"):
+        stats = pg_trail.worker(settings, registry=registry).run()
+
+    assert (stats.claimed, stats.completed, stats.failed, stats.absorbed) == (120, 90, 30, 0)
+    assert len(stats.failure_latencies) == 30
+    said = [record.getMessage() for record in caplog.records]
+    assert sum(" completed after " in line for line in said) == 90
+    assert sum(line.endswith(" marked failed") for line in said) == 30
+    for n, job_id in enumerate(ids):
+        events = pg_trail.history(job_id)
+        check_history(job_id, events)
+        terminal = "JobFailed" if n % 4 == 0 else "JobCompleted"
+        assert [e.type for e in events] == [
+            "JobQueued",
+            "JobStarted",
+            "JobProgressed",
+            "JobProgressed",
+            terminal,
+        ]
+        assert [e.data()["percent"] for e in events[2:4]] == [10, 90]
+        assert pg_trail.get(job_id)["progress"] == (90 if n % 4 == 0 else 100)
