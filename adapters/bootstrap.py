@@ -22,13 +22,15 @@ from jobtrail.adapters.sql import engine as database
 from jobtrail.adapters.sql.queries import JobQueries, rebuild
 from jobtrail.adapters.sql.queue import SqlJobQueue
 from jobtrail.adapters.sql.store import SqlEventStore
-from jobtrail.domain.errors import JobNotFound
+from jobtrail.domain import limits
+from jobtrail.domain.errors import InvalidField, JobNotFound
 from jobtrail.domain.events import Event
 from jobtrail.domain.ids import parse_job_id
 from jobtrail.domain.job import SYSTEM, Meta, Outcome
 from jobtrail.domain.ports import Clock, SystemClock
 from jobtrail.domain.retry import RetryPolicy
 from jobtrail.domain.services import JobService, JobSpec
+from jobtrail.domain.status import JobStatus
 from jobtrail.projections.stats import JobStats, compute
 
 if TYPE_CHECKING:
@@ -109,8 +111,13 @@ class Jobtrail:
         idempotency_key: str | None = None,
         meta: Meta = SYSTEM,
     ) -> str:
-        """Queue a job; returns its id (the known job's id for a repeated idempotency key)."""
-        spec = JobSpec(job_type, payload or {}, max_attempts, priority, delay, idempotency_key)
+        """Queue a job; returns its id (the known job's id for a repeated idempotency key).
+
+        ``payload=None`` means ``{}``; anything else must be a JSON object. Every field is
+        checked against `jobtrail.domain.limits` before anything is written.
+        """
+        payload = {} if payload is None else payload
+        spec = JobSpec(job_type, payload, max_attempts, priority, delay, idempotency_key)
         return self.service.submit(spec, meta)
 
     def submit_many(self, specs: Sequence[JobSpec], meta: Meta = SYSTEM) -> list[str]:
@@ -131,6 +138,13 @@ class Jobtrail:
     def jobs(
         self, status: str | None = None, job_type: str | None = None, limit: int = 50
     ) -> list[dict[str, Any]]:
+        """Rows of the `job` table, newest first; the filters are checked like a submit's."""
+        if status is not None and status not in {s.value for s in JobStatus}:
+            statuses = ", ".join(s.value for s in JobStatus)
+            raise InvalidField(field="status", reason=f"must be one of {statuses}, not {status!r}")
+        if job_type is not None:
+            limits.JOB_TYPE_FILTER.check(job_type, "job_type")
+        limit = limits.LIST_LIMIT.check(limit, "limit")
         return self.queries.list_jobs(status, job_type, limit)
 
     def history(self, job_id: str) -> list[Event]:
@@ -156,12 +170,19 @@ def connect(
     *,
     clock: Clock | None = None,
     policy: RetryPolicy | None = None,
+    read_only: bool = False,
 ) -> Jobtrail:
     """Wire jobtrail to the database at ``url`` (default: JOBTRAIL_DATABASE_URL or SQLite).
 
-    Nothing connects until the first call that needs the database.
+    Nothing connects until the first call that needs the database. A URL jobtrail cannot
+    use (empty, another database, another driver, malformed) is `InvalidDatabaseUrl` here,
+    before anything connects. On SQLite the file must exist (`NoDatabase`) except for
+    `Jobtrail.init_db`, which creates it. ``read_only``: SQLite opens the file read-only,
+    so it can be read in a directory the reader cannot write (the CLI's reading commands).
     """
-    engine = database.create(url or Settings.from_env().database_url)
+    engine = database.create(
+        Settings.from_env().database_url if url is None else url, read_only=read_only
+    )
     clock = clock or SystemClock()
     store = SqlEventStore(engine)
     queries = JobQueries(engine)

@@ -57,6 +57,14 @@ class InvalidJsonValue(InvalidCommand):
         self.where, self.reason = where, reason
 
 
+class InvalidField(InvalidCommand):
+    """{field}: {reason}."""
+
+    def __init__(self, *, field: str, reason: str) -> None:
+        super().__init__(field=field, reason=reason)
+        self.field, self.reason = field, reason
+
+
 class ConcurrencyConflict(JobtrailError):
     """Job {job_id} changed concurrently: expected version {expected}."""
 
@@ -85,8 +93,29 @@ class SchemaMissing(StorageError):
     """The database has no jobtrail schema; run `jobtrail db init` first."""
 
 
+class NoDatabase(SchemaMissing):
+    """No database at {path}; run `jobtrail db init` first."""
+
+
+class InvalidDatabaseUrl(StorageError):
+    """{url} is not a database URL jobtrail can use: {reason}."""
+
+
+class DataRejected(StorageError):
+    """The database refused {what}: {reason}."""
+
+    def __init__(self, *, column: str | None, reason: str) -> None:
+        what = f"the value of {column}" if column else "a value"
+        super().__init__(what=what, reason=reason)
+        self.column, self.reason = column, reason
+
+
 class AppendOnlyViolation(StorageError):
     """The event log is append-only: {reason}."""
+
+
+class CannotWrite(JobtrailError):
+    """Cannot write {path}: {reason}."""
 
 
 class CorruptHistory(JobtrailError):

@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from jobtrail.domain import limits
 from jobtrail.domain.errors import (
     CommandRejected,
     ConcurrencyConflict,
     DuplicateIdempotencyKey,
+    InvalidField,
     InvalidJsonValue,
     JobError,
     JobNotFound,
@@ -36,7 +38,10 @@ KeyLookup = Callable[[Collection[str]], dict[str, str]]
 
 @dataclass(frozen=True)
 class JobSpec:
-    """What a product service asks for when it submits a job."""
+    """What a product service asks for when it submits a job.
+
+    `check_spec` holds it to the limits of `jobtrail.domain.limits` when it is submitted.
+    """
 
     job_type: str
     payload: dict[str, Any] = field(default_factory=dict)
@@ -66,11 +71,13 @@ class JobService:
 
         A spec whose idempotency key is already taken yields that job's id and records
         nothing. If another submitter takes a key in the meantime, the batch is retried.
-        A payload outside the JSON domain (`jobtrail.domain.json_values`) is refused with
-        `InvalidJsonValue` before anything is read or written.
+        Every spec is checked first (`check_spec`): a field beyond its limits is refused
+        with `InvalidField`, a payload outside the JSON domain with `InvalidJsonValue`,
+        before anything is read or written.
         """
+        check_meta(meta)
         for index, spec in enumerate(specs):
-            check_payload(spec.payload, "payload" if len(specs) == 1 else f"specs[{index}].payload")
+            check_spec(spec, "" if len(specs) == 1 else f"specs[{index}].")
         for _ in range(self.max_conflict_retries):
             keys = {s.idempotency_key for s in specs if s.idempotency_key is not None}
             known = self.find_by_idempotency_keys(keys) if keys else {}
@@ -155,6 +162,9 @@ class JobService:
         )
 
     def cancel(self, job_id: str, reason: str | None = None, meta: Meta = SYSTEM) -> Outcome:
+        """Cancel a queued or running job; ``reason`` and ``meta`` are checked first."""
+        limits.check_optional(limits.REASON, reason, "reason")
+        check_meta(meta)
         return self.execute(job_id, lambda job: job.cancel(reason, now=self.clock.now(), meta=meta))
 
     def execute_many(self, commands: Mapping[str, Command]) -> dict[str, Outcome | Exception]:
@@ -206,6 +216,36 @@ class JobService:
                 continue
             return outcome
         raise ConcurrencyConflict(job_id=job_id, expected="(gave up after retries)")
+
+
+def check_spec(spec: JobSpec, where: str = "") -> None:
+    """Every field of ``spec`` within `jobtrail.domain.limits`; ``where`` prefixes the field
+    names in the message (``"specs[2]."`` in a batch).
+
+    `InvalidField` for a job type, number or key beyond its limits, `InvalidJsonValue` for
+    a payload outside the JSON domain (both `InvalidCommand`).
+    """
+    if not isinstance(spec, JobSpec):
+        raise InvalidField(
+            field=where.rstrip(".") or "spec",
+            reason=f"must be a JobSpec, not a {type(spec).__name__}",
+        )
+    limits.JOB_TYPE.check(spec.job_type, f"{where}job_type")
+    check_payload(spec.payload, f"{where}payload")
+    limits.check_payload_size(spec.payload, f"{where}payload")
+    limits.MAX_ATTEMPTS.check(spec.max_attempts, f"{where}max_attempts")
+    limits.PRIORITY.check(spec.priority, f"{where}priority")
+    limits.DELAY.check(spec.delay, f"{where}delay")
+    limits.check_optional(limits.IDEMPOTENCY_KEY, spec.idempotency_key, f"{where}idempotency_key")
+
+
+def check_meta(meta: Meta) -> None:
+    """Who issues a command: an actor and an optional correlation id, each 1-200 characters
+    both backends store (they are written in every event's metadata)."""
+    if not isinstance(meta, Meta):
+        raise InvalidField(field="meta", reason=f"must be a Meta, not a {type(meta).__name__}")
+    limits.ACTOR.check(meta.actor, "meta.actor")
+    limits.check_optional(limits.CORRELATION_ID, meta.correlation_id, "meta.correlation_id")
 
 
 def check_payload(payload: object, where: str = "payload") -> None:

@@ -38,6 +38,7 @@ _PUBLIC: dict[str, str] = {
     "StaleAttempt": "jobtrail.domain.errors",
     "InvalidCommand": "jobtrail.domain.errors",
     "InvalidJsonValue": "jobtrail.domain.errors",
+    "InvalidField": "jobtrail.domain.errors",
     "ConcurrencyConflict": "jobtrail.domain.errors",
     "DuplicateIdempotencyKey": "jobtrail.domain.errors",
     "JobNotFound": "jobtrail.domain.errors",
@@ -45,6 +46,10 @@ _PUBLIC: dict[str, str] = {
     "StorageError": "jobtrail.domain.errors",
     "DatabaseUnavailable": "jobtrail.domain.errors",
     "SchemaMissing": "jobtrail.domain.errors",
+    "NoDatabase": "jobtrail.domain.errors",
+    "InvalidDatabaseUrl": "jobtrail.domain.errors",
+    "DataRejected": "jobtrail.domain.errors",
+    "CannotWrite": "jobtrail.domain.errors",
     "BrokerUnavailable": "jobtrail.adapters.kafka.errors",
     "BrokerRefused": "jobtrail.adapters.kafka.errors",
     "UndecodableMessage": "jobtrail.adapters.kafka.errors",
@@ -98,15 +103,19 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; tests/unit/test_public_api
     from jobtrail.adapters.kafka.errors import BrokerUnavailable as BrokerUnavailable
     from jobtrail.adapters.kafka.errors import EventHandlerFailed as EventHandlerFailed
     from jobtrail.adapters.kafka.errors import UndecodableMessage as UndecodableMessage
+    from jobtrail.domain.errors import CannotWrite as CannotWrite
     from jobtrail.domain.errors import CommandRejected as CommandRejected
     from jobtrail.domain.errors import ConcurrencyConflict as ConcurrencyConflict
     from jobtrail.domain.errors import DatabaseUnavailable as DatabaseUnavailable
+    from jobtrail.domain.errors import DataRejected as DataRejected
     from jobtrail.domain.errors import DuplicateIdempotencyKey as DuplicateIdempotencyKey
     from jobtrail.domain.errors import ErrorCategory as ErrorCategory
     from jobtrail.domain.errors import IllegalTransition as IllegalTransition
     from jobtrail.domain.errors import InsufficientCredits as InsufficientCredits
     from jobtrail.domain.errors import InternalError as InternalError
     from jobtrail.domain.errors import InvalidCommand as InvalidCommand
+    from jobtrail.domain.errors import InvalidDatabaseUrl as InvalidDatabaseUrl
+    from jobtrail.domain.errors import InvalidField as InvalidField
     from jobtrail.domain.errors import InvalidInput as InvalidInput
     from jobtrail.domain.errors import InvalidJobId as InvalidJobId
     from jobtrail.domain.errors import InvalidJsonValue as InvalidJsonValue
@@ -114,6 +123,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; tests/unit/test_public_api
     from jobtrail.domain.errors import JobError as JobError
     from jobtrail.domain.errors import JobNotFound as JobNotFound
     from jobtrail.domain.errors import JobtrailError as JobtrailError
+    from jobtrail.domain.errors import NoDatabase as NoDatabase
     from jobtrail.domain.errors import RateLimited as RateLimited
     from jobtrail.domain.errors import SchemaMissing as SchemaMissing
     from jobtrail.domain.errors import StaleAttempt as StaleAttempt

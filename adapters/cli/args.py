@@ -1,7 +1,18 @@
 """Argument types, the options several commands share, and signal handling.
 
 The parser is built from this module and `main`, so it imports nothing but the standard
-library and the configuration: `jobtrail --help` and a usage error stay instant.
+library, the configuration and the domain's limits: `jobtrail --help` and a usage error stay
+instant.
+
+Usage errors (exit 2) are what the parser decides from the command line alone: an unknown
+command or option, a missing argument, and an option's number that is malformed (``nan``,
+``inf``, ``1e300``, ``12abc``) or outside its range. The ranges are those of
+`jobtrail.domain.limits` for what the API checks too (``--priority``, ``--max-attempts``,
+``--delay``, ``--limit``, ``--since``) and the ones below for the processes' own settings.
+A usage error is one line on stderr, like every other error:
+``jobtrail: error: argument --delay: must be … (see `jobtrail submit --help`)``.
+Texts a command checks when it runs (a job type, a payload, an idempotency key, a job id, a
+file to write) are command errors, exit 1.
 """
 
 from __future__ import annotations
@@ -10,8 +21,11 @@ import argparse
 import re
 import signal
 from collections.abc import Callable
+from typing import NoReturn
 
 from jobtrail.adapters.config import Settings
+from jobtrail.domain import limits
+from jobtrail.domain.errors import InvalidField
 
 RELAY_BATCH = 5000
 """`RelaySettings().batch`, repeated here so the parser does not import the relay (tested)."""
@@ -20,18 +34,81 @@ APP_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*)?")
 """``module.path`` or ``module.path:attribute``."""
 
 
-def positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, not {value}")
-    return value
+CONCURRENCY = limits.Whole(1, 1000)
+"""Processor threads of a worker (``--concurrency``), jobs claimed per thread (``--prefetch``)."""
+COUNT = limits.Whole(1, limits.INT32_MAX)
+"""``--max-jobs``."""
+PARTITIONS = limits.Whole(1, 10_000)
+BATCH = limits.Whole(1, 1_000_000)
+MAX_PROBLEMS = limits.Whole(0, limits.INT32_MAX)
+"""``replay --max-problems``: 0 lists none and still counts them all."""
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+class Parser(argparse.ArgumentParser):
+    """argparse with usage errors in one line, like the other errors (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"jobtrail: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _cut(text: str) -> str:
+    return repr(text) if len(text) <= 40 else f"{text[:40]!r}… ({len(text):,} characters)"
+
+
+def whole(rule: limits.Whole) -> Callable[[str], int]:
+    """An argument type: an integer within ``rule``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:  # not an integer, or more digits than Python reads
+            raise argparse.ArgumentTypeError(
+                f"must be {rule.describe()}, not {_cut(text)}"
+            ) from None
+        _check(rule, value, text)
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+def seconds(rule: limits.Seconds) -> Callable[[str], float]:
+    """An argument type: a finite number of seconds within ``rule`` (no nan, no inf)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"must be {rule.describe()}, not {_cut(text)}"
+            ) from None
+        _check(rule, value, text)
+        return value
+
+    parse.__name__ = "seconds"
+    return parse
+
+
+def _check(rule: limits.Whole | limits.Seconds, value: float, text: str) -> None:
+    try:
+        rule.check(value, "")
+    except InvalidField:
+        raise argparse.ArgumentTypeError(f"must be {rule.describe()}, not {_cut(text)}") from None
+
+
+positive_float = seconds(limits.WAIT)
+"""Seconds to wait: more than 0, finite, at most a week."""
+
+
+def database_url(text: str) -> str:
+    """``--db``: not empty. Whether it is a URL jobtrail can use is checked when the command
+    connects (exit 1), as is JOBTRAIL_DATABASE_URL, which is configuration, not usage."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "the database URL is empty (give sqlite:///PATH or postgresql://USER@HOST/DATABASE "
+            "with --db or JOBTRAIL_DATABASE_URL)"
+        )
+    return text
 
 
 def job_types(text: str) -> frozenset[str]:
@@ -58,7 +135,9 @@ def add_kafka_options(parser: argparse.ArgumentParser) -> None:
         default=settings.kafka_bootstrap,
         metavar="BOOTSTRAP",
         help="Kafka bootstrap servers, host:port[,…] (env JOBTRAIL_KAFKA_BOOTSTRAP; "
-        "default %(default)s)",
+        "default %(default)s). TLS and SASL are set in the environment only, never here: "
+        "JOBTRAIL_KAFKA_SECURITY_PROTOCOL, JOBTRAIL_KAFKA_SSL_* and JOBTRAIL_KAFKA_SASL_* "
+        "(docs/configuration.md)",
     )
     parser.add_argument(
         "--topic",
@@ -72,13 +151,13 @@ def add_relay_options(parser: argparse.ArgumentParser) -> None:
     add_kafka_options(parser)
     parser.add_argument(
         "--partitions",
-        type=positive_int,
+        type=whole(PARTITIONS),
         default=6,
         help="partitions of the topic when the relay creates it (default %(default)s)",
     )
     parser.add_argument(
         "--batch",
-        type=positive_int,
+        type=whole(BATCH),
         default=RELAY_BATCH,
         help="events read and sent per round (default %(default)s)",
     )

@@ -3,7 +3,8 @@
 The parser is built from the standard library alone. Each command's handler is named by its
 dotted path (`Handler`) and imported only when that command runs, so `--help`, a usage error
 or `submit` load only what they need (tests/unit/test_cli_imports.py checks which modules).
-Any jobtrail error becomes one line on stderr and exit status 1; usage errors exit 2.
+Any jobtrail error becomes one line on stderr and exit status 1; usage errors exit 2, in one
+line too (`args.Parser`; what is which: `jobtrail.adapters.cli.args`).
 """
 
 from __future__ import annotations
@@ -17,14 +18,20 @@ from typing import TYPE_CHECKING, Any
 
 from jobtrail.adapters.cli import audit as cli_audit
 from jobtrail.adapters.cli.args import (
+    CONCURRENCY,
+    COUNT,
+    Parser,
     add_kafka_options,
     add_relay_options,
     app_path,
+    database_url,
     job_types,
     positive_float,
-    positive_int,
+    seconds,
+    whole,
 )
 from jobtrail.adapters.config import Settings
+from jobtrail.domain import limits
 from jobtrail.domain.errors import JobtrailError
 from jobtrail.domain.status import JobStatus
 
@@ -35,6 +42,8 @@ DESCRIPTION = "jobtrail: an event-sourced state machine for background jobs."
 
 LONG_RUNNING = frozenset({"worker", "reap", "relay"})
 """Commands that log what they do at INFO; the others log warnings only."""
+READ_ONLY = frozenset({"jobs", "show", "history", "stats", "replay", "export"})
+"""Commands that only read the database: on SQLite they open it read-only."""
 
 
 @dataclass(frozen=True)
@@ -86,7 +95,7 @@ def with_trail(
 ) -> int:
     from jobtrail.adapters.bootstrap import connect
 
-    trail = connect(args.db)
+    trail = connect(args.db, read_only=args.command in READ_ONLY)
     try:
         return function(trail, args)
     finally:
@@ -109,11 +118,14 @@ def configure_logging(args: argparse.Namespace) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="jobtrail", description=DESCRIPTION)
+    root = Parser(prog="jobtrail", description=DESCRIPTION)
     root.add_argument(
         "--db",
-        default=Settings.from_env().database_url,
-        help="database URL (env JOBTRAIL_DATABASE_URL; default %(default)s)",
+        type=database_url,
+        default=None,  # connect() reads JOBTRAIL_DATABASE_URL; an empty one is refused there
+        metavar="URL",
+        help="database URL (env JOBTRAIL_DATABASE_URL; default "
+        f"{Settings.from_env().database_url})",
     )
     root.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -141,9 +153,21 @@ def add_job_commands(commands: Any) -> None:
     submit = commands.add_parser("submit", help="queue a job; prints its id")
     submit.add_argument("job_type", metavar="TYPE")
     submit.add_argument("--payload", default="{}", help="a JSON object (default {})")
-    submit.add_argument("--max-attempts", type=positive_int, default=3)
-    submit.add_argument("--priority", type=int, default=0, help="higher runs first")
-    submit.add_argument("--delay", type=float, default=0.0, help="seconds before it may start")
+    submit.add_argument(
+        "--max-attempts", type=whole(limits.MAX_ATTEMPTS), default=3, help="1 to 1000 (default 3)"
+    )
+    submit.add_argument(
+        "--priority",
+        type=whole(limits.PRIORITY),
+        default=0,
+        help="higher runs first (a 32-bit integer; default 0)",
+    )
+    submit.add_argument(
+        "--delay",
+        type=seconds(limits.DELAY),
+        default=0.0,
+        help="seconds before it may start (0 to 10 years)",
+    )
     submit.add_argument("--idempotency-key", help="the same key returns the same job")
     submit.add_argument("--actor", default="cli", help="who submits (recorded in the event)")
     submit.set_defaults(handler=cli("jobs:cmd_submit"))
@@ -151,7 +175,9 @@ def add_job_commands(commands: Any) -> None:
     jobs = commands.add_parser("jobs", help="list jobs, newest first")
     jobs.add_argument("--status", choices=[s.value for s in JobStatus])
     jobs.add_argument("--type", dest="job_type")
-    jobs.add_argument("--limit", type=positive_int, default=50)
+    jobs.add_argument(
+        "--limit", type=whole(limits.LIST_LIMIT), default=50, help="1 to 1,000,000 (default 50)"
+    )
     jobs.add_argument("--json", action="store_true")
     jobs.set_defaults(handler=cli("views:cmd_jobs"))
 
@@ -189,13 +215,20 @@ def add_worker_commands(commands: Any) -> None:
         help="your processors: a Registry, or a function returning one (attribute default "
         "`registry`; env JOBTRAIL_APP; without it, the sample processors)",
     )
-    worker.add_argument("--concurrency", type=positive_int, default=4)
-    worker.add_argument("--lease", type=positive_float, default=30.0, help="seconds")
-    worker.add_argument("--heartbeat", type=positive_float, default=10.0, help="seconds")
+    worker.add_argument("--concurrency", type=whole(CONCURRENCY), default=4, help="1 to 1000")
+    worker.add_argument(
+        "--lease", type=positive_float, default=30.0, help="seconds (more than 0, at most a week)"
+    )
+    worker.add_argument(
+        "--heartbeat",
+        type=positive_float,
+        default=10.0,
+        help="seconds (more than 0, at most a week; at most half the lease is used)",
+    )
     worker.add_argument("--types", type=job_types, help="comma-separated job types to run")
     worker.add_argument(
         "--prefetch",
-        type=positive_int,
+        type=whole(CONCURRENCY),
         default=4,
         help="jobs claimed per thread (started while they wait)",
     )
@@ -204,9 +237,12 @@ def add_worker_commands(commands: Any) -> None:
         action="store_true",
         help="exit when nothing runs and nothing is due within a minute",
     )
-    worker.add_argument("--max-jobs", type=positive_int, help="exit after claiming this many")
+    worker.add_argument("--max-jobs", type=whole(COUNT), help="exit after claiming this many")
     worker.add_argument(
-        "--grace", type=float, default=10.0, help="seconds running jobs get to finish after SIGTERM"
+        "--grace",
+        type=seconds(limits.GRACE),
+        default=10.0,
+        help="seconds running jobs get to finish after SIGTERM (0 to a week)",
     )
     worker.add_argument(
         "--relay",

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from jobtrail.adapters.bootstrap import Jobtrail
 from jobtrail.adapters.cli.app import load_registry
 from jobtrail.adapters.cli.args import stop_on_signals
+from jobtrail.domain import limits
 from jobtrail.processors.engine.worker import WorkerSettings
 from jobtrail.processors.registry import Registry, default_registry
 
@@ -21,6 +22,8 @@ log = logging.getLogger("jobtrail.worker")
 
 
 def cmd_worker(trail: Jobtrail, args: argparse.Namespace) -> int:
+    for job_type in sorted(args.types or ()):  # the rule of a submitted job type
+        limits.JOB_TYPE.check(job_type, "--types")
     registry = processors(args.app)  # before anything is claimed: a bad --app claims nothing
     worker = trail.worker(settings_from(args), registry)
     stop_on_signals(worker.stop)

@@ -17,6 +17,12 @@ it, migration 0006)
 ``job_events_job_id_version_key`` or
 ``job_events_event_id_key``
 ``23505`` on ``job_idempotency_key``              `DuplicateIdempotencyKey`
+class ``22`` data exception (``22001`` string     `DataRejected`
+too long, ``22003`` number out of range,
+``22P05``/``22021`` characters it cannot store,
+``22P02`` bad JSON, …), ``23502`` not null,
+``23514`` check violation; a psycopg
+``DataError`` without SQLSTATE (U+0000 in text)
 class ``08`` connection exception, ``53``         `DatabaseUnavailable`
 insufficient resources, ``57`` operator
 intervention (shutdown, crash, starting up,
@@ -35,6 +41,8 @@ class and code                                    error
 IntegrityError ``SQLITE_CONSTRAINT_TRIGGER``      `AppendOnlyViolation` (``RAISE(ABORT)``
                                                   in a trigger; the schema's only
                                                   triggers are the append-only ones)
+IntegrityError ``SQLITE_CONSTRAINT_NOTNULL`` or   `DataRejected`
+``_CHECK``; DataError (too big)
 OperationalError ``SQLITE_ERROR`` and a jobtrail  `SchemaMissing`
 table is missing from ``sqlite_master``
 OperationalError, any other code (BUSY, LOCKED,   `DatabaseUnavailable`
@@ -56,6 +64,19 @@ inserted into and answers which key collided: the `job` table has one unique ind
 its key (the idempotency key), and `job_events` has two that mean the same thing (the event
 is already in the log). tests/contract/test_sql_errors.py keeps the schema that way.
 
+Refused values: the validation layer (`jobtrail.domain.limits`, `jobtrail.domain.json_values`)
+keeps values the columns cannot hold from reaching the database; these errors are the last
+line of defence. PostgreSQL names the column only for some of them (``diag.column_name`` is
+empty for ``22001`` and ``22003``), so a ``handle_error`` hook on every engine
+(`name_refused_value`) looks, while the failed statement is still at hand, for the bound value
+its column type cannot hold (a text longer than its ``VARCHAR``, an integer beyond its
+``integer``/``bigint``, U+0000 or a lone surrogate, JSON outside the accepted domain, a null in
+a ``NOT NULL`` column) and names that column: `DataRejected` says which and why, in one line.
+The same hook turns what the drivers raise as plain Python errors while binding (sqlite3's
+``OverflowError`` for an integer beyond 64 bits, a ``UnicodeEncodeError`` for a lone
+surrogate) into `DataRejected`. It reads the statement's parameters and the schema's types,
+never the message text.
+
 psycopg is imported by the PostgreSQL dialect, not here: a psycopg error can only exist once
 psycopg is loaded, so the SQLite path never pays for importing it.
 """
@@ -63,6 +84,7 @@ psycopg is loaded, so the SQLite path never pays for importing it.
 from __future__ import annotations
 
 import contextlib
+import re
 import sqlite3
 import sys
 from collections.abc import Iterator
@@ -74,11 +96,16 @@ from jobtrail.domain.errors import (
     AppendOnlyViolation,
     ConcurrencyConflict,
     DatabaseUnavailable,
+    DataRejected,
     DuplicateIdempotencyKey,
+    InvalidJsonValue,
     JobtrailError,
     SchemaMissing,
     StorageError,
 )
+from jobtrail.domain.json_values import check_json
+from jobtrail.domain.limits import INT32_MAX, INT64_MAX, shown
+from sqlalchemy import JSON, BigInteger, Column, Integer, String, Table, TypeDecorator
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import ExceptionContext
 
@@ -89,6 +116,10 @@ SCHEMA_MISSING_SQLSTATES = frozenset({"42P01"})
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 """Serialization failure and deadlock: someone else's write won; try again."""
 UNIQUE_VIOLATION = "23505"
+DATA_SQLSTATE_CLASS = "22"
+"""Data exception: a value the column's type cannot hold."""
+DATA_SQLSTATES = frozenset({"23502", "23514"})
+"""Not-null and check violations: the row's values are refused."""
 UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "58"})
 UNAVAILABLE_SQLSTATES = frozenset({"3D000"})
 
@@ -96,6 +127,11 @@ SQLITE_ERROR = 1  # the generic code: "no such table", but also syntax errors
 SQLITE_CONSTRAINT_PRIMARYKEY = 1555
 SQLITE_CONSTRAINT_TRIGGER = 1811
 SQLITE_CONSTRAINT_UNIQUE = 2067
+SQLITE_CONSTRAINT_NOTNULL = 1299
+SQLITE_CONSTRAINT_CHECK = 275
+
+
+_BAD_CHARACTER = re.compile("[\x00\ud800-\udfff]")
 
 
 class Collision(Enum):
@@ -146,6 +182,8 @@ def translate(error: sa_exc.DBAPIError) -> JobtrailError:
     reason = _first_line(orig)
     sqlstate: str | None = getattr(orig, "sqlstate", None)
     if sqlstate is None:
+        if isinstance(error, sa_exc.DataError):  # refused while binding (U+0000 in a text)
+            return DataRejected(column=None, reason=reason)
         if error.connection_invalidated or isinstance(
             error, sa_exc.OperationalError | sa_exc.InterfaceError
         ):
@@ -157,6 +195,8 @@ def translate(error: sa_exc.DBAPIError) -> JobtrailError:
         return SchemaMissing()
     if sqlstate in RETRYABLE_SQLSTATES:
         return ConcurrencyConflict(job_id="(several)", expected="(see the log)")
+    if sqlstate[:2] == DATA_SQLSTATE_CLASS or sqlstate in DATA_SQLSTATES:
+        return DataRejected(column=_diag_column(orig), reason=_primary(orig))
     if sqlstate == UNIQUE_VIOLATION:
         found = POSTGRES_CONSTRAINTS.get(getattr(orig.diag, "constraint_name", None) or "")
         if found is Collision.IDEMPOTENCY_KEY:
@@ -177,6 +217,8 @@ def _translate_sqlite(orig: sqlite3.Error, error: sa_exc.DBAPIError) -> Jobtrail
     reason = _first_line(orig)
     if isinstance(orig, sqlite3.IntegrityError) and code == SQLITE_CONSTRAINT_TRIGGER:
         return AppendOnlyViolation(reason=reason)
+    if _sqlite_refuses_data(orig):
+        return DataRejected(column=None, reason=reason)
     if isinstance(orig, sqlite3.OperationalError) and code != SQLITE_ERROR:
         return DatabaseUnavailable(reason=reason)
     if error.connection_invalidated:
@@ -236,7 +278,121 @@ def confirm_sqlite_schema(context: ExceptionContext) -> None:
         raise SchemaMissing() from context.sqlalchemy_exception
 
 
-def _is_psycopg_error(error: Exception) -> bool:
+# ------------------------------------------------------------------ refused values
+
+
+def name_refused_value(context: ExceptionContext) -> None:
+    """Every engine's ``handle_error`` hook: a value the database refused becomes
+    `DataRejected` naming its column (see the module's docstring). Anything else is left to
+    `translate`."""
+    orig = context.original_exception
+    if not _refuses_data(orig):
+        return
+    found = _refused_parameter(context)
+    column: str | None
+    if found is not None:
+        column, reason = found
+    else:
+        column = _diag_column(orig)
+        reason = _primary(orig) if getattr(orig, "sqlstate", None) else _first_line(orig)
+    raise DataRejected(column=column, reason=reason) from context.sqlalchemy_exception or orig
+
+
+def _refuses_data(orig: BaseException) -> bool:
+    if isinstance(orig, OverflowError | UnicodeEncodeError):  # raised by a driver binding
+        return True
+    if isinstance(orig, sqlite3.Error):
+        return _sqlite_refuses_data(orig)
+    if not _is_psycopg_error(orig):
+        return False
+    sqlstate: str | None = getattr(orig, "sqlstate", None)
+    if sqlstate is None:
+        return isinstance(orig, sys.modules["psycopg"].DataError)
+    return sqlstate[:2] == DATA_SQLSTATE_CLASS or sqlstate in DATA_SQLSTATES
+
+
+def _sqlite_refuses_data(orig: BaseException) -> bool:
+    code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(orig, sqlite3.IntegrityError):
+        return code in (SQLITE_CONSTRAINT_NOTNULL, SQLITE_CONSTRAINT_CHECK)
+    return isinstance(orig, sqlite3.DataError)
+
+
+def _refused_parameter(context: ExceptionContext) -> tuple[str, str] | None:
+    """The first bound value its column's type cannot hold: (column, why)."""
+    execution: Any = context.execution_context  # DefaultExecutionContext: compiled_parameters
+    compiled: Any = getattr(execution, "compiled", None)
+    if execution is None or compiled is None:
+        return None
+    table = getattr(compiled.statement, "table", None)
+    columns = table.c if isinstance(table, Table) else None
+    wide = context.dialect.name == "sqlite"  # SQLite's INTEGER holds 64 bits
+    for row in execution.compiled_parameters or []:
+        for name, value in row.items():
+            bind = compiled.binds.get(name)
+            column = columns.get(name) if columns is not None else None
+            why = _why_refused(value, bind.type if bind is not None else None, column, wide)
+            if why is not None:
+                return _label(name, table, column), why
+    return None
+
+
+def _why_refused(value: Any, kind: Any, column: Column[Any] | None, wide: bool) -> str | None:
+    if isinstance(kind, TypeDecorator):
+        kind = kind.impl_instance
+    if value is None:
+        return "must not be null" if column is not None and not column.nullable else None
+    if isinstance(kind, JSON):
+        try:
+            check_json(value, "")
+        except InvalidJsonValue as error:
+            where = error.where.lstrip(".")
+            return f"{where}: {error.reason}" if where else error.reason
+        return None
+    if isinstance(value, str):
+        bad = _BAD_CHARACTER.search(value)
+        if bad is not None:
+            found = bad.group()
+            if found == "\x00":
+                return "contains U+0000, which PostgreSQL cannot store"
+            return f"contains a lone surrogate \\u{ord(found):04x}, which is not Unicode"
+        if isinstance(kind, String) and kind.length and len(value) > kind.length:
+            return f"is {len(value):,} characters long; the column holds {kind.length}"
+        return None
+    if isinstance(kind, Integer) and not isinstance(value, bool):
+        if not isinstance(value, int):
+            return f"{shown(value)} is not an integer"
+        high = INT64_MAX if wide or isinstance(kind, BigInteger) else INT32_MAX
+        if not -high - 1 <= value <= high:
+            return f"{shown(value)} is beyond a {64 if high == INT64_MAX else 32}-bit integer"
+    return None
+
+
+def _label(name: str, table: Any, column: Column[Any] | None) -> str:
+    if column is not None and table is not None:
+        return f"{table.name}.{column.name}"
+    base = re.sub(r"_\d+$", "", name)  # a WHERE clause's bind: position_1
+    if any(base in t.c for t in metadata.tables.values()):
+        return base
+    return f"the parameter {name}"
+
+
+def _diag_column(orig: BaseException) -> str | None:
+    diag = getattr(orig, "diag", None)
+    column = getattr(diag, "column_name", None)
+    table = getattr(diag, "table_name", None)
+    if column and table:
+        return f"{table}.{column}"
+    return column or None
+
+
+def _primary(orig: BaseException) -> str:
+    """PostgreSQL's own one-line message (``diag.message_primary``), for people to read."""
+    primary = getattr(getattr(orig, "diag", None), "message_primary", None)
+    return primary or _first_line(orig)
+
+
+def _is_psycopg_error(error: BaseException) -> bool:
     psycopg = sys.modules.get("psycopg")
     return psycopg is not None and isinstance(error, psycopg.Error)
 

@@ -5,6 +5,8 @@ Each test fails if its row of the mapping in `jobtrail.adapters.sql.errors` is r
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -18,16 +20,18 @@ from jobtrail.adapters.sql.errors import (
     translate,
     translated_errors,
 )
+from jobtrail.adapters.sql.schema import job
 from jobtrail.domain.errors import (
     AppendOnlyViolation,
     ConcurrencyConflict,
     DatabaseUnavailable,
+    DataRejected,
     DuplicateIdempotencyKey,
     JobtrailError,
     SchemaMissing,
     StorageError,
 )
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Engine, insert, inspect, text
 
 # ------------------------------------------------------------------ on the databases
 
@@ -52,7 +56,7 @@ def test_a_message_that_reads_like_a_known_error_is_not_taken_for_one(trail: Job
     ("append-only", "no such table", "relation … does not exist") is a plain StorageError."""
     words = "job_events is append-only: no such table, relation x does not exist"
     statement = (
-        f"SELECT CAST('{words}' AS INTEGER)"  # invalid input syntax (22P02)
+        f"DO $$BEGIN RAISE EXCEPTION '{words}'; END$$"  # P0001 (a bad cast: DataRejected)
         if trail.engine.dialect.name == "postgresql"
         else f"SELECT [{words}]"  # no such column (SQLITE_ERROR, the schema is in place)
     )
@@ -170,7 +174,106 @@ class _AppendOnly(psycopg.DatabaseError):
         (psycopg.errors.UniqueViolation("x"), StorageError),  # no constraint we know
         (psycopg.errors.RaiseException("job_events is append-only"), StorageError),
         (psycopg.errors.SyntaxError("relation does not exist"), StorageError),
+        (psycopg.errors.StringDataRightTruncation("x"), DataRejected),  # 22001
+        (psycopg.errors.NumericValueOutOfRange("x"), DataRejected),  # 22003
+        (psycopg.errors.UntranslatableCharacter("x"), DataRejected),  # 22P05
+        (psycopg.errors.CharacterNotInRepertoire("x"), DataRejected),  # 22021
+        (psycopg.errors.InvalidTextRepresentation("x"), DataRejected),  # 22P02
+        (psycopg.errors.NotNullViolation("x"), DataRejected),  # 23502
+        (psycopg.errors.CheckViolation("x"), DataRejected),  # 23514
+        (psycopg.DataError("NUL bytes"), DataRejected),  # refused by psycopg while binding
     ],
 )
 def test_postgres_errors_map_by_sqlstate(error: psycopg.Error, expected: type) -> None:
     assert type(translate(driver_error(error))) is expected
+
+
+# -------------------------------------------------- refused values: the last line of defence
+
+NOW = datetime.now(UTC)
+ROW = {
+    "job_type": "t",
+    "status": "queued",
+    "priority": 0,
+    "attempt": 0,
+    "max_attempts": 3,
+    "payload": {},
+    "progress": 0,
+    "created_at": NOW,
+    "available_at": NOW,
+    "updated_at": NOW,
+    "version": 1,
+}
+
+BOTH, POSTGRES = "both", "postgresql"
+"""Where the database refuses the value; SQLite stores the others as given, which is why
+the domain's limits (`jobtrail.domain.limits`) check every field before anything is written."""
+
+
+@pytest.mark.parametrize(
+    ("values", "where", "message"),
+    [
+        (
+            {"job_type": "x" * 300},
+            POSTGRES,
+            "job.job_type: is 300 characters long; the column holds 200",
+        ),
+        ({"priority": 2**40}, POSTGRES, "job.priority: 1099511627776 is beyond a 32-bit integer"),
+        ({"priority": 2**70}, BOTH, "job.priority: 1180591620717411303424 is beyond a"),
+        (
+            {"job_type": "a\x00b"},
+            POSTGRES,
+            "job.job_type: contains U+0000, which PostgreSQL cannot",
+        ),
+        ({"job_type": "\udcff"}, BOTH, "job.job_type: contains a lone surrogate \\udcff"),
+        ({"job_type": None}, BOTH, "job.job_type: must not be null"),
+        ({"payload": {"a": "\x00"}}, POSTGRES, "job.payload: a: contains U+0000"),
+        ({"payload": {"a": ["\ud800"]}}, POSTGRES, "job.payload: a[0]: contains a lone surrogate"),
+        ({"payload": {"x": [float("nan")]}}, POSTGRES, "job.payload: x[0]: NaN is not JSON"),
+    ],
+    ids=[
+        "long text",
+        "int32",
+        "int64",
+        "NUL",
+        "surrogate",
+        "null",
+        "json NUL",
+        "json surrogate",
+        "NaN",
+    ],
+)
+def test_a_value_the_database_refuses_is_one_line_naming_its_column(
+    trail: Jobtrail, values: dict[str, object], where: str, message: str
+) -> None:
+    row = {**ROW, "id": str(uuid.uuid4()), **values}
+    backend = trail.engine.dialect.name
+    if where == POSTGRES and backend != POSTGRES:
+        pytest.skip("SQLite stores it as given: the domain's check is what refuses it there")
+    with pytest.raises(DataRejected) as raised, translated_errors(), trail.engine.begin() as conn:
+        conn.execute(insert(job), row)
+    assert str(raised.value).startswith("The database refused the value of ")
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+    assert raised.value.column == message.partition(":")[0]
+    assert isinstance(raised.value, StorageError)  # what the worker catches
+
+
+def test_a_refused_query_parameter_is_named_too(trail: Jobtrail) -> None:
+    with pytest.raises(DataRejected, match="beyond a 64-bit integer"):
+        trail.queries.list_jobs(None, None, 2**70)
+    with pytest.raises(DataRejected, match="job_type: contains a lone surrogate"):
+        trail.queries.list_jobs(None, "\udcff", 5)
+
+
+@pytest.mark.postgres
+def test_the_postgres_write_pipeline_refusals_are_data_rejected(pg_trail: Jobtrail) -> None:
+    """A job's later events go through psycopg's pipeline on PostgreSQL, outside SQLAlchemy's
+    hook: the SQLSTATE still makes a refusal `DataRejected` (PostgreSQL's words as the reason),
+    which the worker tells from the database being out of reach."""
+    job_id = pg_trail.submit("t")
+    cancelling = pg_trail.service.get(job_id)
+    cancelling.cancel("a\x00b", now=datetime.now(UTC))  # JobService.cancel would refuse it
+    with pytest.raises(DataRejected) as raised:
+        pg_trail.store.append(cancelling.pending, expected_version=1)
+    assert "unsupported Unicode escape sequence" in str(raised.value)
+    assert pg_trail.get(job_id)["status"] == "queued"  # nothing of it was written

@@ -113,7 +113,7 @@ def test_jobs_history_cancel_rebuild_and_stats(
         (("show", "00000000-0000-4000-8000-000000000000"), "No job with id"),
         (("submit", "t", "--payload", "{credits: 3"), "--payload is not valid JSON"),
         (("submit", "t", "--payload", "[1, 2]"), "--payload must be a JSON object"),
-        (("submit", "  "), "the job type is empty"),
+        (("submit", "  "), "job_type: must not be empty"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_writes_nothing(
