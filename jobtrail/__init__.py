@@ -54,6 +54,10 @@ _PUBLIC: dict[str, str] = {
     "BrokerRefused": "jobtrail.adapters.kafka.errors",
     "UndecodableMessage": "jobtrail.adapters.kafka.errors",
     "EventHandlerFailed": "jobtrail.adapters.kafka.errors",
+    "BrokerSecurityError": "jobtrail.adapters.kafka.errors",
+    "BrokerAuthenticationFailed": "jobtrail.adapters.kafka.errors",
+    "BrokerUntrusted": "jobtrail.adapters.kafka.errors",
+    "KafkaSecurityInvalid": "jobtrail.adapters.kafka.security",
     # errors a processor raises
     "ErrorCategory": "jobtrail.domain.errors",
     "JobError": "jobtrail.domain.errors",
@@ -75,6 +79,9 @@ _PUBLIC: dict[str, str] = {
     # consuming the topic
     "JobEventConsumer": "jobtrail.adapters.kafka.consumer",
     "RawEvent": "jobtrail.adapters.kafka.codec",
+    "KafkaSecurity": "jobtrail.adapters.kafka.security",
+    "Gap": "jobtrail.adapters.kafka.version_window",
+    "ChainBreak": "jobtrail.adapters.kafka.version_window",
 }
 
 __all__ = sorted(_PUBLIC)
@@ -99,10 +106,19 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; tests/unit/test_public_api
     from jobtrail.adapters.bootstrap import connect as connect
     from jobtrail.adapters.kafka.codec import RawEvent as RawEvent
     from jobtrail.adapters.kafka.consumer import JobEventConsumer as JobEventConsumer
+    from jobtrail.adapters.kafka.errors import (
+        BrokerAuthenticationFailed as BrokerAuthenticationFailed,
+    )
     from jobtrail.adapters.kafka.errors import BrokerRefused as BrokerRefused
+    from jobtrail.adapters.kafka.errors import BrokerSecurityError as BrokerSecurityError
     from jobtrail.adapters.kafka.errors import BrokerUnavailable as BrokerUnavailable
+    from jobtrail.adapters.kafka.errors import BrokerUntrusted as BrokerUntrusted
     from jobtrail.adapters.kafka.errors import EventHandlerFailed as EventHandlerFailed
     from jobtrail.adapters.kafka.errors import UndecodableMessage as UndecodableMessage
+    from jobtrail.adapters.kafka.security import KafkaSecurity as KafkaSecurity
+    from jobtrail.adapters.kafka.security import KafkaSecurityInvalid as KafkaSecurityInvalid
+    from jobtrail.adapters.kafka.version_window import ChainBreak as ChainBreak
+    from jobtrail.adapters.kafka.version_window import Gap as Gap
     from jobtrail.domain.errors import CannotWrite as CannotWrite
     from jobtrail.domain.errors import CommandRejected as CommandRejected
     from jobtrail.domain.errors import ConcurrencyConflict as ConcurrencyConflict

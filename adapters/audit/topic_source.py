@@ -16,19 +16,30 @@ from jobtrail.adapters.audit.published import stored_event
 from jobtrail.adapters.audit.reads import LogTables
 from jobtrail.adapters.audit.staging import Loaded, Staging, staged_events
 from jobtrail.adapters.kafka.errors import BrokerUnavailable, UndecodableMessage, translated
+from jobtrail.adapters.kafka.security import KafkaSecurity
 
 
-def load_topic(bootstrap: str, topic: str, idle_seconds: float = 2.0) -> Loaded:
+def load_topic(
+    bootstrap: str,
+    topic: str,
+    idle_seconds: float = 2.0,
+    security: KafkaSecurity | None = None,
+) -> Loaded:
     """Every record of ``topic``, read from the beginning of each partition without a group,
     until none arrives for ``idle_seconds`` (end offsets are not trusted: see
-    docs/kafka-notes.md). Records of different partitions interleave; replay orders them."""
+    docs/kafka-notes.md). Records of different partitions interleave; replay orders them.
+
+    ``security`` (TLS, SASL) defaults to the ``JOBTRAIL_KAFKA_*`` variables, as the CLI's
+    bootstrap address does: it is checked before anything connects."""
     from kafka import KafkaConsumer, TopicPartition
 
+    security = KafkaSecurity.from_env() if security is None else security
     staging = Staging()
     loaded = Loaded(staging, LogTables(staged_events, None), [])
     try:
-        with translated(bootstrap):
+        with translated(bootstrap, security):
             consumer = KafkaConsumer(
+                **security.client_config(10.0),
                 bootstrap_servers=bootstrap,
                 group_id=None,
                 enable_auto_commit=False,

@@ -17,11 +17,17 @@ from typing import Any
 from jobtrail.adapters.cli.args import stop_on_signals
 from jobtrail.adapters.kafka.codec import RawEvent
 from jobtrail.adapters.kafka.consumer import JobEventConsumer
+from jobtrail.adapters.kafka.security import KafkaSecurity
 from jobtrail.domain.events import Event
 
 
 def cmd_consume(args: argparse.Namespace) -> int:
-    """Needs the broker only: called without a database (`main.Handler(database=False)`)."""
+    """Needs the broker only: called without a database (`main.Handler(database=False)`).
+
+    TLS and SASL come from the environment (`KafkaSecurity.from_env`), checked before
+    anything connects.
+    """
+    security = KafkaSecurity.from_env()
     # kafka-python logs every failed connection attempt at ERROR; the outcome is ours to say.
     logging.getLogger("kafka").setLevel(logging.DEBUG if args.verbose else logging.CRITICAL)
     show = print_json_line if args.json else print_line
@@ -33,6 +39,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
         group=args.group,
         from_beginning=args.from_beginning,
         connect_timeout=args.connect_timeout,
+        security=security,
     ) as consumer:
         stop_on_signals(stopping.set)
         stats = consumer.run(until_idle=args.until_idle, stop=stopping)

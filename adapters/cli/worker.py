@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from jobtrail.adapters.bootstrap import Jobtrail
@@ -27,7 +28,7 @@ def cmd_worker(trail: Jobtrail, args: argparse.Namespace) -> int:
     registry = processors(args.app)  # before anything is claimed: a bad --app claims nothing
     worker = trail.worker(settings_from(args), registry)
     stop_on_signals(worker.stop)
-    beside = start_relay(trail, args) if args.relay else None
+    beside = start_relay(trail, args, on_exit=worker.stop) if args.relay else None
     try:
         stats = worker.run()
     finally:
@@ -35,6 +36,8 @@ def cmd_worker(trail: Jobtrail, args: argparse.Namespace) -> int:
             relay, thread = beside
             relay.stop(drain=args.until_empty)
             thread.join()
+    if beside and beside[0].failure is not None:  # a relay that never worked: one line, exit 1
+        raise beside[0].failure
     print(
         f"claimed {stats.claimed}, completed {stats.completed}, failed {stats.failed}, "
         f"retries scheduled {stats.retried}, reaped {stats.reaped}",
@@ -43,13 +46,16 @@ def cmd_worker(trail: Jobtrail, args: argparse.Namespace) -> int:
     return 0
 
 
-def start_relay(trail: Jobtrail, args: argparse.Namespace) -> tuple[Relay, threading.Thread]:
-    """`--relay`: the Kafka relay in a thread of this process (Kafka is loaded only then)."""
+def start_relay(
+    trail: Jobtrail, args: argparse.Namespace, on_exit: Callable[[], None]
+) -> tuple[Relay, threading.Thread]:
+    """`--relay`: the Kafka relay in a thread of this process (Kafka is loaded only then);
+    a relay that stops on an error stops the worker too (`on_exit`)."""
     from jobtrail.adapters.cli.relay import relay_from_args
     from jobtrail.adapters.kafka.relay import run_in_thread
 
     relay = relay_from_args(trail, args)
-    return relay, run_in_thread(relay)
+    return relay, run_in_thread(relay, on_exit=on_exit)
 
 
 def processors(app: str | None) -> Registry:

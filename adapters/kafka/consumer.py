@@ -25,9 +25,17 @@ type or schema version newer than this code) and calls the handler once per
 - **Undecodable records go to a dead-letter topic** (`<topic>.dead-letter` by default), with
   the original key, value and headers plus headers saying why and where the record came
   from; the consumer then commits past it and keeps going.
-- Broker errors become `BrokerUnavailable` / `BrokerRefused` (`errors.translated`). A
+- **TLS and SASL** come from `security` (a `KafkaSecurity`; default PLAINTEXT), used by the
+  consumer and by the dead-letter producer alike.
+- Broker errors become `BrokerUnavailable` / `BrokerRefused` (`errors.translated`; wrong
+  credentials or an untrusted broker certificate: `BrokerAuthenticationFailed` /
+  `BrokerUntrusted`, both `BrokerSecurityError`s, which are `BrokerRefused`). A
   commit or dead-letter send that times out is retried on the next poll (the records are
   re-delivered and dropped as duplicates) rather than stopping the consumer.
+
+About 350 lines, one piece: the poll loop, the commits after the handler and the
+dead-letter path share the consumer's position and must agree on it; the dedupe and chain
+bookkeeping are apart, in `version_window`.
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ from jobtrail.adapters.kafka.errors import (
     UndecodableMessage,
     translated,
 )
+from jobtrail.adapters.kafka.security import KafkaSecurity
 from jobtrail.adapters.kafka.version_window import (
     DEFAULT_WINDOW,
     ChainBreak,
@@ -107,7 +116,9 @@ class JobEventConsumer:
     `group=None` reads every partition without a consumer group and commits nothing
     (a read-only look, as `jobtrail consume` does without `--group`). `from_beginning`
     applies when the group has no committed offsets (Kafka's `auto_offset_reset`).
-    `settings` are passed on to `KafkaConsumer` (e.g. session timeouts).
+    `security` is how to connect (TLS, SASL; default PLAINTEXT; `KafkaSecurity.from_env()`
+    reads the CLI's ``JOBTRAIL_KAFKA_*`` variables). `settings` are passed on to
+    `KafkaConsumer` (e.g. session timeouts) and win over both.
     `check_chains=False` turns the per-job `prev_hash` check off (then the window keeps
     no hashes).
     """
@@ -127,6 +138,7 @@ class JobEventConsumer:
         on_chain_break: Callable[[ChainBreak], None] = warn_chain_break,
         connect_timeout: float = 10.0,
         settings: Mapping[str, Any] | None = None,
+        security: KafkaSecurity | None = None,
     ) -> None:
         from kafka import KafkaConsumer
 
@@ -140,9 +152,10 @@ class JobEventConsumer:
         self.check_chains = check_chains
         self.on_chain_break = on_chain_break
         self.stats = ConsumerStats()
+        self.security = security or KafkaSecurity()
         self._timeout_ms = max(int(connect_timeout * 1000), 100)
         self._producer: Any = None
-        with translated(bootstrap):
+        with self._translated():
             self._consumer: Any = KafkaConsumer(
                 topic,
                 bootstrap_servers=bootstrap,
@@ -150,6 +163,7 @@ class JobEventConsumer:
                 client_id="jobtrail-consumer",
                 enable_auto_commit=False,
                 **{
+                    **self.security.client_config(self._timeout_ms / 1000),
                     "auto_offset_reset": "earliest" if from_beginning else "latest",
                     "bootstrap_timeout_ms": self._timeout_ms,
                     # an empty fetch returns after this long; kafka-python's 500 ms default
@@ -176,7 +190,7 @@ class JobEventConsumer:
 
     def poll(self, timeout: float = 0.5) -> int:
         """One fetch: handle its records and commit them; the number of records read."""
-        with translated(self.bootstrap):
+        with self._translated():
             batch: dict[Any, list[Any]] = self._consumer.poll(timeout_ms=int(timeout * 1000))
         done: dict[Any, int] = {}  # partition -> next offset to commit
         pending = list(batch.items())
@@ -262,7 +276,7 @@ class JobEventConsumer:
 
         offsets = {p: OffsetAndMetadata(offset, "", -1) for p, offset in done.items()}
         try:
-            with translated(self.bootstrap):
+            with self._translated():
                 try:
                     self._consumer.commit(offsets, timeout_ms=self._timeout_ms)
                 except CommitFailedError as error:  # the group moved the partitions on
@@ -283,7 +297,7 @@ class JobEventConsumer:
             (HEADER_DL_OFFSET, str(record.offset).encode()),
         ]
         try:
-            with translated(self.bootstrap):
+            with self._translated():
                 future = self._dead_letters().send(
                     self.dead_letter_topic, key=record.key, value=record.value, headers=headers
                 )
@@ -305,6 +319,7 @@ class JobEventConsumer:
             from kafka import KafkaProducer
 
             self._producer = KafkaProducer(
+                **self.security.client_config(self._timeout_ms / 1000),
                 bootstrap_servers=self.bootstrap,
                 client_id="jobtrail-dead-letters",
                 acks="all",
@@ -316,10 +331,13 @@ class JobEventConsumer:
 
     def close(self) -> None:
         """Leave the group (no commit: only handled records were ever committed)."""
-        with contextlib.suppress(JobtrailError), translated(self.bootstrap):
+        with contextlib.suppress(JobtrailError), self._translated():
             if self._producer is not None:
                 self._producer.close(timeout=self._timeout_ms / 1000)
             self._consumer.close(autocommit=False)
+
+    def _translated(self) -> contextlib.AbstractContextManager[None]:
+        return translated(self.bootstrap, self.security, self._timeout_ms / 1000)
 
     def __enter__(self) -> JobEventConsumer:
         return self

@@ -14,12 +14,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from jobtrail.adapters.kafka.codec import Record
 from jobtrail.adapters.kafka.errors import BrokerError, translated
 from jobtrail.adapters.kafka.partitioner import CachedKeyPartitioner
+from jobtrail.adapters.kafka.security import KafkaSecurity
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
@@ -35,10 +36,13 @@ class KafkaSettings:
     replication_factor: int = 1
     timeout: float = 10.0
     """Seconds a batch may wait for its acknowledgement before the broker counts as down."""
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    """TLS and SASL (default PLAINTEXT): used by the producer and the topic's admin client."""
 
     def producer_config(self) -> dict[str, Any]:
         timeout_ms = int(self.timeout * 1000)
         return {
+            **self.security.client_config(self.timeout),
             "bootstrap_servers": self.bootstrap.split(","),
             "client_id": "jobtrail-relay",
             "enable_idempotence": True,
@@ -74,8 +78,9 @@ class KafkaPublisher:
     @contextlib.contextmanager
     def discarded_on_failure(self) -> Iterator[None]:
         """Kafka calls whose failure (a `BrokerError`) throws the producer away."""
+        settings = self.settings
         try:
-            with translated(self.settings.bootstrap):
+            with translated(settings.bootstrap, settings.security, settings.timeout):
                 yield
         except BrokerError:
             self._discard_producer()
@@ -127,6 +132,7 @@ def ensure_topic(settings: KafkaSettings) -> None:
     """Create the topic with the configured partitions when it does not exist yet."""
     timeout_ms = int(settings.timeout * 1000)
     admin = KafkaAdminClient(
+        **settings.security.client_config(settings.timeout),
         bootstrap_servers=settings.bootstrap.split(","),
         client_id="jobtrail-relay-admin",
         request_timeout_ms=timeout_ms,

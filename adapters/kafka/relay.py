@@ -8,6 +8,13 @@ one; consumers drop the duplicates by ``(job_id, version)``.
 One relay publishes at a time: it holds a lease on its row of ``relay_position`` and
 renews it with every save; others stand by and take over once the lease expires (or at
 once, when the holder stops cleanly and releases it).
+
+Broker errors are retried with a backoff, refused requests too (an operator can fix an ACL
+while the relay waits), with one exception: a `BrokerSecurityError` (wrong credentials, an
+untrusted broker certificate, a TLS handshake or SASL mechanism the broker refuses) before
+this relay's first acknowledged batch ends `run()` with that error. Its settings have never
+worked, and retrying them would only hide the mistake in the log; once a batch went
+through, the same error (credentials rotated under a running relay) is retried like the rest.
 """
 
 from __future__ import annotations
@@ -25,10 +32,10 @@ from datetime import timedelta
 from typing import Protocol
 
 from jobtrail.adapters.kafka.codec import Record
-from jobtrail.adapters.kafka.errors import BrokerError, BrokerRefused
+from jobtrail.adapters.kafka.errors import BrokerError, BrokerRefused, BrokerSecurityError
 from jobtrail.adapters.kafka.relay_position import LostRelayLease, SqlRelayPosition
 from jobtrail.adapters.kafka.relay_source import LogBatch
-from jobtrail.domain.errors import DatabaseUnavailable
+from jobtrail.domain.errors import DatabaseUnavailable, JobtrailError
 from jobtrail.domain.ports import Clock
 
 log = logging.getLogger(__name__)
@@ -101,6 +108,10 @@ class Relay:
         self._stop = threading.Event()
         self._draining = threading.Event()
         self._backoff = 0.0
+        self._acknowledged = False
+        """Whether the broker ever acknowledged a batch of this relay."""
+        self.failure: BaseException | None = None
+        """What ended `run()` with an error, for `run_in_thread`'s caller."""
 
     # ----------------------------------------------------------------- running
 
@@ -137,6 +148,9 @@ class Relay:
         try:
             published = self._step()
         except (BrokerError, DatabaseUnavailable) as error:
+            if isinstance(error, BrokerSecurityError) and not self._acknowledged:
+                self._in_flight = None
+                raise  # settings that never worked: stop with the one line that says why
             # A refused request is retried too: the operator can fix it (an ACL, the topic's
             # record size) while the relay waits; stopping would silently end publishing.
             self._in_flight = None  # sent again from the stored position
@@ -173,6 +187,7 @@ class Relay:
             self.caught_up = not events
             return 0 if not events else self._step()
         in_flight.acknowledgement.wait()
+        self._acknowledged = True
         self.positions.save(self.owner, in_flight.last_position, self.clock.now(), self._lease())
         self._renewed()
         self.position = in_flight.last_position
@@ -230,11 +245,19 @@ class Relay:
 
 
 def run_in_thread(relay: Relay, on_exit: Callable[[], None] | None = None) -> threading.Thread:
-    """Run the relay beside a worker (`jobtrail worker --relay`); stop it with `relay.stop()`."""
+    """Run the relay beside a worker (`jobtrail worker --relay`); stop it with `relay.stop()`.
+
+    A jobtrail error that ends the relay (a `BrokerSecurityError` before its first batch) is
+    logged in one line and kept in `relay.failure` for the caller to report once the thread
+    is joined; `on_exit` runs either way (e.g. to stop the worker beside it).
+    """
 
     def target() -> None:
         try:
             relay.run()
+        except JobtrailError as error:
+            relay.failure = error
+            log.error("the relay stopped: %s", error)
         finally:
             if on_exit is not None:
                 on_exit()
