@@ -4,7 +4,9 @@ An event knows the trigger it stands for (so replay can re-check it against the 
 Machine) and the fields it assigns on the job (`changes`), so applying it never runs a
 business check. Each event is chained to the job's previous one by a sha-256 hash over
 its canonical JSON form (`jobtrail.domain.canonical`, whose names are importable from here
-too). `event_from_envelope` is the one decoder from an envelope back to an event.
+too): RFC 8785 for every event made here (``metadata.hash_form = "jcs"``), the previous
+release's form for events decoded without it. `event_from_envelope` is the one decoder from
+an envelope back to an event.
 
 One module, a little over 300 lines, on purpose: the event classes, their registry
 (`EVENT_TYPES`) and the decoder are one piece, since the envelope an event writes
@@ -22,7 +24,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Self
 
 from jobtrail.domain.canonical import GENESIS_HASH as GENESIS_HASH
-from jobtrail.domain.canonical import canonical_text, sha256_hex
+from jobtrail.domain.canonical import HASH_FORM, canonical_text, sha256_hex
 from jobtrail.domain.canonical import covered_fields as covered_fields
 from jobtrail.domain.canonical import covered_hash as covered_hash
 from jobtrail.domain.canonical import parse_time as parse_time
@@ -48,6 +50,9 @@ class Event:
     hash: str = ""
     position: int | None = None
     """Global position in the log, assigned by the event store when appended."""
+    hash_form: str | None = HASH_FORM
+    """The rule the hash follows, written in the metadata: ``"jcs"`` (RFC 8785) for every
+    new event; None for one decoded from an envelope hashed by the previous release."""
 
     @property
     def type(self) -> str:
@@ -58,7 +63,13 @@ class Event:
         return {f.name: _to_json(getattr(self, f.name)) for f in _own_fields(type(self))}
 
     def metadata(self) -> dict[str, Any]:
-        return {"actor": self.actor, "correlation_id": self.correlation_id}
+        if self.hash_form is None:  # as the previous release wrote it
+            return {"actor": self.actor, "correlation_id": self.correlation_id}
+        return {
+            "actor": self.actor,
+            "correlation_id": self.correlation_id,
+            "hash_form": self.hash_form,
+        }
 
     def envelope(self) -> dict[str, Any]:
         """The event as one JSON object: what the CLI prints and consumers receive."""
@@ -269,7 +280,9 @@ def event_from_envelope(envelope: Mapping[Any, Any]) -> Event:
 
     The one decoder of the project (the store, the Kafka codec, the consumer and replay use
     it). ``occurred_at`` may be a `datetime` (a database row) or its ISO text (JSON); a
-    missing ``metadata`` or ``position`` is allowed. Raises `UnknownEventType` for a type
+    missing ``metadata`` or ``position`` is allowed; metadata without ``hash_form`` is an
+    event hashed by the previous release's rule (``hash_form`` None), and the event keeps
+    that rule. Raises `UnknownEventType` for a type
     this version does not know, and `TypeError`/`ValueError` for data it cannot build from.
     """
     try:
@@ -291,6 +304,7 @@ def event_from_envelope(envelope: Mapping[Any, Any]) -> Event:
         occurred_at=occurred_at if isinstance(occurred_at, datetime) else parse_time(occurred_at),
         actor=metadata.get("actor", "system"),
         correlation_id=metadata.get("correlation_id"),
+        hash_form=metadata.get("hash_form"),
         prev_hash=envelope["prev_hash"],
         hash=envelope["hash"],
         position=envelope.get("position"),

@@ -25,8 +25,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from jobtrail.adapters.cli.args import MAX_PROBLEMS, positive_float, whole
+from jobtrail.domain import limits
 from jobtrail.domain.canonical import utc_iso
-from jobtrail.domain.errors import InvalidJobId
+from jobtrail.domain.errors import InvalidJobId, JobNotFound
 from jobtrail.domain.ids import parse_job_id
 
 if TYPE_CHECKING:
@@ -71,11 +73,16 @@ def add_commands(commands: Any) -> None:
     )
     replay.add_argument(
         "--idle",
-        type=float,
+        type=positive_float,
         default=2.0,
         help="kafka: stop reading after this many seconds without a record",
     )
-    replay.add_argument("--max-problems", type=int, default=10_000, help="problems listed")
+    replay.add_argument(
+        "--max-problems",
+        type=whole(MAX_PROBLEMS),
+        default=10_000,
+        help="problems listed (all are counted; default %(default)s)",
+    )
     replay.add_argument(
         "--workers",
         type=workers_arg,
@@ -92,6 +99,7 @@ def add_commands(commands: Any) -> None:
 
     exporter = commands.add_parser("export", help="write the log as JSON lines with a manifest")
     exporter.add_argument("--out", type=Path, required=True, metavar="FILE")
+    exporter.add_argument("--force", action="store_true", help="replace FILE if it exists")
     exporter.add_argument("--json", action="store_true")
     exporter.set_defaults(handler=cmd_export)
 
@@ -128,17 +136,17 @@ def job_id_arg(text: str) -> str:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def position_arg(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"a position is 0 or more, not {value}")
-    return value
+position_arg = whole(limits.POSITION)
+"""A log position: 0 to 2^63-1 (a BIGINT)."""
 
 
 def workers_arg(text: str) -> int:
     from jobtrail.adapters.audit.parallel import MAX_WORKERS
 
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"workers are 1 to {MAX_WORKERS}, not {text!r}") from None
     if not 1 <= value <= MAX_WORKERS:
         raise argparse.ArgumentTypeError(f"workers are 1 to {MAX_WORKERS}, not {value}")
     return value
@@ -147,11 +155,15 @@ def workers_arg(text: str) -> int:
 def time_arg(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text)
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an ISO 8601 time (like 2026-11-29T13:41:09Z)"
         ) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before the first UTC day Python holds
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is outside the years 1 to 9999 in UTC"
+        ) from None
 
 
 # ------------------------------------------------------------------------ replay
@@ -176,6 +188,8 @@ def cmd_replay(trail: Jobtrail, args: argparse.Namespace) -> int:
             )
         else:
             report = _replay_elsewhere(args, scope, rows, progress)
+    if args.job is not None and report.jobs == 0 and report.clean:
+        raise JobNotFound(job_id=args.job)  # neither in the log nor in the job table
     if rows is not None:
         rows.finish(report)
     elif args.json:
@@ -281,6 +295,19 @@ def print_report(report: Report) -> None:
         say(f"  job table: {report.rows_compared:,} rebuilt rows compared with the live table")
     if report.duplicates:
         say(f"  duplicates skipped (the same event twice): {report.duplicates}")
+    legacy = report.hash_forms["legacy"]
+    if legacy:
+        restored = report.hash_forms["legacy_restored"]
+        say(
+            f"  hashes: {report.hash_forms['jcs']:,} by RFC 8785, {legacy:,} by the legacy "
+            "rule of events written before it"
+            + (
+                f" ({restored:,} verified once the numbers PostgreSQL's jsonb rewrote, such as "
+                "1e16 and -0.0, were put back)"
+                if restored
+                else ""
+            )
+        )
     for note in report.notes:
         say(f"  {note}")
     if report.clean:
@@ -328,6 +355,7 @@ def progress_bar() -> Iterator[Any]:
 def cmd_seal(trail: Jobtrail, args: argparse.Namespace) -> int:
     from jobtrail.adapters.audit.seal import append_seal
 
+    limits.ACTOR.check(args.actor, "--actor")  # job_log_seals.actor is a VARCHAR(200)
     seal = append_seal(trail.engine, args.actor)
     if args.json:
         say(
@@ -351,7 +379,7 @@ def cmd_seal(trail: Jobtrail, args: argparse.Namespace) -> int:
 def cmd_export(trail: Jobtrail, args: argparse.Namespace) -> int:
     from jobtrail.adapters.audit.export import export
 
-    done = export(trail.engine, args.out)
+    done = export(trail.engine, args.out, force=args.force)
     if args.json:
         say(json.dumps({"out": str(args.out), **done.__dict__}))
     else:

@@ -67,6 +67,35 @@ def make_log(trail: Jobtrail) -> dict[str, str]:
     return ids
 
 
+EDGE_PAYLOAD = {
+    "big": 1e21,
+    "negative_zero": -0.0,
+    "e16": 1e16,
+    "one": 1.0,
+    "tiny": 1e-7,
+    "e_minus_5": 0.00001,
+    "max_safe": 2**53 - 1,
+    "é": "latin",
+    "\ue000": "private use",
+    "\U0001f600": "non-BMP",
+    "rows": [{"b": 1, "a": [{"y": 0.5, "x": [1.0, -0.0]}]}, {"c": None, "d": True}],
+    "escapes": '" \\ / \b\f\n\r\t \x01\x1f\x7f \u2028\u2029',
+}
+"""The payloads the event contract's issue names: numbers stores rewrite (PostgreSQL's jsonb
+gives 1e16 back as 10000000000000000 and -0.0 as 0.0), keys that sort differently by UTF-16
+code units than by code points, nested arrays of objects, every JSON escape."""
+
+
+def make_edge_log(trail: Jobtrail) -> str:
+    """A job with the edge payload, completed with it as its result."""
+    job_id = trail.submit("shot_video_generation", EDGE_PAYLOAD)
+    trail.service.start(job_id, "w1", 30)
+    trail.service.report_progress(job_id, 1, 50, str(EDGE_PAYLOAD["escapes"]))
+    trail.service.complete(job_id, 1, EDGE_PAYLOAD)
+    trail.engine.dispose()
+    return job_id
+
+
 def replay(capsys: pytest.CaptureFixture[str], url: str, *args: str) -> tuple[int, dict[str, Any]]:
     """The exit code and the JSON report; on PostgreSQL, worker processes must give the same."""
     code = main(["--db", url, "replay", "--json", "--workers", "1", *args])
@@ -127,6 +156,26 @@ def test_a_clean_log_replays_with_exit_0_and_the_same_report_twice(
     assert first["seals"]["checked"] and first["seals"]["seals"] == 1
     _, second = replay(capsys, backend_url)
     assert second == first
+
+
+def test_edge_payloads_replay_clean_from_the_database_and_an_export(
+    capsys: pytest.CaptureFixture[str],
+    trail: Jobtrail,
+    log: dict[str, str],
+    backend_url: str,
+    tmp_path: Path,
+) -> None:
+    edge = make_edge_log(trail)
+    assert trail.store.load(edge)[-1].result == EDGE_PAYLOAD  # the same values, as Python sees them
+    seal(capsys, backend_url)
+    out = tmp_path / "log.jsonl"
+    assert main(["--db", backend_url, "export", "--out", str(out)]) == 0
+    capsys.readouterr()
+    for source in ("db", f"file:{out}"):
+        code, report = replay(capsys, backend_url, "--source", source)
+        assert (code, report["problems"]) == (0, []), source
+        assert report["events"] == report["hashes"]["jcs"] == 15
+        assert report["seals"]["mismatched"] == 0
 
 
 def test_the_human_report_says_clean(

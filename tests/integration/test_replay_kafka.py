@@ -16,7 +16,13 @@ from jobtrail.adapters.kafka.publisher import KafkaSettings
 from jobtrail.adapters.sql.schema import relay_position
 from sqlalchemy import update
 
-from tests.integration.test_replay import DIFF_KINDS, make_log, replay, tamper
+from tests.integration.test_replay import (
+    DIFF_KINDS,
+    make_edge_log,
+    make_log,
+    replay,
+    tamper,
+)
 from tests.kafka_broker import Broker, unique_name
 
 pytestmark = pytest.mark.kafka
@@ -75,6 +81,24 @@ def test_the_topic_replays_like_the_database(
     assert not from_kafka["seals"]["checked"]
     assert "not published" in from_kafka["seals"]["reason"]
     assert [p for p in from_db["problems"] if p["kind"] not in DIFF_KINDS] == from_kafka["problems"]
+
+
+def test_edge_payloads_replay_clean_from_the_topic(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    kafka_broker: Broker,
+    trail: Jobtrail,
+    backend_url: str,
+) -> None:
+    """Published by the real relay from the envelope the database builds (jsonb's text on
+    PostgreSQL): every hash re-verifies from the records."""
+    make_log(trail)
+    make_edge_log(trail)
+    topic = unique_name("edge")
+    published = publish(trail, kafka_broker, topic)
+    code, report = replay_topic(capsys, monkeypatch, backend_url, kafka_broker, topic)
+    assert (code, report["problems"]) == (0, [])
+    assert report["events"] == report["hashes"]["jcs"] == published == 15
 
 
 def test_a_missing_topic_is_an_error(

@@ -1,20 +1,30 @@
 """The job-ordered pass: one job's history checked, and folded into its `job` row.
 
 Checked per event: its place (version after version, no gap, the chain of hashes, positions
-increasing), its own hash recomputed from the stored envelope, its type known, its data
-readable, its transition one the lifecycle allows, and its attempt. The same version twice
-is a Kafka resend when identical, a forgery otherwise.
+increasing), its own hash recomputed from the stored envelope by the rule its metadata names
+(RFC 8785, or the previous release's for an event without ``hash_form``: see `legacy`), its
+type known, its data readable, its transition one the lifecycle allows, and its attempt. The
+same version twice is a Kafka resend when identical, a forgery otherwise.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from jobtrail.adapters.audit.checks.legacy import Restoration, restore
 from jobtrail.adapters.audit.checks.records import Problem, StoredEvent
 from jobtrail.domain import lifecycle
+from jobtrail.domain.canonical import (
+    UnknownHashForm,
+    hash_form,
+    jcs_covered_text,
+    legacy_text,
+    sha256_hex,
+)
 from jobtrail.domain.errors import IllegalTransition
 from jobtrail.domain.events import (
     EVENT_TYPES,
@@ -23,7 +33,6 @@ from jobtrail.domain.events import (
     TERMINAL_EVENT_TYPES,
     Event,
     JobStarted,
-    covered_hash,
     event_from_envelope,
 )
 from jobtrail.projections.job_table import assignments, new_row
@@ -38,6 +47,10 @@ class JobResult:
     duplicates: int
     problems: list[Problem]
     row: dict[str, Any] | None
+    hash_forms: Counter[str] = field(default_factory=Counter)
+    """Events by the rule their hash was checked by: ``jcs``, ``legacy``, and
+    ``legacy_restored`` (legacy events verified once PostgreSQL's number rewrites were
+    undone; counted in ``legacy`` too)."""
 
 
 def verify_job(records: Sequence[StoredEvent], as_of: datetime | None = None) -> JobResult:
@@ -50,7 +63,9 @@ def verify_job(records: Sequence[StoredEvent], as_of: datetime | None = None) ->
     check = _JobCheck(records[0].job_id, as_of)
     for record in records:
         check.step(record)
-    return JobResult(check.job_id, check.events, check.duplicates, check.problems, check.row)
+    return JobResult(
+        check.job_id, check.events, check.duplicates, check.problems, check.row, check.forms
+    )
 
 
 class _JobCheck:
@@ -68,6 +83,7 @@ class _JobCheck:
         self.problems: list[Problem] = []
         self.row: dict[str, Any] | None = None
         self.folding = True
+        self.forms: Counter[str] = Counter()
 
     def problem(
         self, kind: str, record: StoredEvent, reason: str, version: int | None = None
@@ -83,13 +99,7 @@ class _JobCheck:
             return
         self.events += 1
         self._check_place(record, previous)
-        if covered_hash(record.covered()) != record.hash:
-            self.problem(
-                "hash_mismatch",
-                record,
-                f"the hash of version {record.version} does not match its stored content "
-                "(data, metadata, time, type or ids were changed)",
-            )
+        self._check_hash(record)
         self.previous = record
         event = self._decode(record)
         if event is not None:
@@ -106,6 +116,71 @@ class _JobCheck:
                 record,
                 f"two different events claim version {record.version} "
                 f"(positions {previous.position} and {record.position})",
+            )
+
+    def _check_hash(self, record: StoredEvent) -> None:
+        """The hash recomputed from the stored envelope, by the rule its metadata names."""
+        covered = record.covered()
+        try:
+            form = hash_form(covered)
+        except UnknownHashForm as unknown:
+            self.problem(
+                "unknown_hash_form",
+                record,
+                f"version {record.version} says its hash follows the rule {unknown}, which "
+                "this version of jobtrail does not know; its chain links were checked",
+            )
+            return
+        self.forms["jcs" if form else "legacy"] += 1
+        try:
+            text = jcs_covered_text(covered) if form else legacy_text(covered)
+            matches = sha256_hex(text) == record.hash
+        except (TypeError, ValueError) as error:  # NaN, a lone surrogate: not by JCS's rules
+            self.problem(
+                "hash_mismatch",
+                record,
+                f"the content of version {record.version} cannot be canonicalized ({error}), "
+                "so it is not what was hashed",
+            )
+            return
+        if matches:
+            return
+        if form is None:
+            self._check_legacy_hash(record, covered)
+            return
+        self.problem(
+            "hash_mismatch",
+            record,
+            f"the hash of version {record.version} does not match its stored content "
+            "(data, metadata, time, type or ids were changed)",
+        )
+
+    def _check_legacy_hash(self, record: StoredEvent, covered: dict[str, Any]) -> None:
+        """A legacy event whose text differs: numbers a store rewrote, or a change."""
+        found, count = restore(covered, record.hash)
+        if found is Restoration.RESTORED:
+            self.forms["legacy_restored"] += 1
+        elif found is Restoration.TOO_MANY:
+            self.problem(
+                "legacy_hash_unverifiable",
+                record,
+                f"version {record.version} was hashed before RFC 8785 by the legacy rule and "
+                f"{count} of its numbers may have been rewritten by the store (PostgreSQL's "
+                "jsonb gives floats such as 1e16 back as integers, -0.0 as 0.0), too many to "
+                "try every combination, so the hash cannot be recomputed exactly; its chain "
+                "links were checked, its content is not verified",
+            )
+        else:
+            restored = (
+                f", even with the {count} number(s) a store may have rewritten put back"
+                if count
+                else ""
+            )
+            self.problem(
+                "hash_mismatch",
+                record,
+                f"the hash of version {record.version} (legacy rule) does not match its "
+                f"stored content{restored} (data, metadata, time, type or ids were changed)",
             )
 
     def _check_place(self, record: StoredEvent, previous: StoredEvent | None) -> None:

@@ -37,6 +37,8 @@ class Report:
     seals: dict[str, Any] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
+    hash_forms: Counter[str] = field(default_factory=Counter)
+    """Events by the rule their hash was checked by (see `JobResult.hash_forms`)."""
 
     def add(self, problems: Iterable[Problem]) -> None:
         for problem in problems:
@@ -48,6 +50,7 @@ class Report:
         self.jobs += 1
         self.events += result.events
         self.duplicates += result.duplicates
+        self.hash_forms.update(result.hash_forms)
         self.add(result.problems)
 
     def merge(self, part: Report) -> None:
@@ -63,6 +66,7 @@ class Report:
         self.notes.extend(part.notes)
         self.seals = part.seals or self.seals
         self.counts.update(part.counts)
+        self.hash_forms.update(part.hash_forms)
         room = max(self.max_problems - len(self.problems), 0)
         self.problems.extend(part.problems[:room])
 
@@ -83,6 +87,11 @@ class Report:
             "jobs": self.jobs,
             "duplicates_skipped": self.duplicates,
             "rows_compared": self.rows_compared,
+            "hashes": {
+                "jcs": self.hash_forms["jcs"],
+                "legacy": self.hash_forms["legacy"],
+                "legacy_restored": self.hash_forms["legacy_restored"],
+            },
             "seals": self.seals,
             "notes": self.notes,
             "problem_count": self.problem_count,
