@@ -3,9 +3,11 @@
 A value is accepted when it is:
 
 - ``None``, ``bool``;
-- an ``int`` within ±(2^53-1): RFC 8785 (the hash) and JavaScript read numbers as IEEE-754
-  doubles, which hold no bigger integer exactly, so bigger ones are refused (send them as
-  strings, as RFC 8785 advises);
+- an ``int`` within ±(2^53-1), or a bigger one written exactly as a double's shortest
+  decimal (``10000000000000000``: how PostgreSQL gives back the float ``1e16``). RFC 8785
+  (the hash) and JavaScript read numbers as doubles, so any other integer
+  (``12345678901234567890``) would change on the way: it is refused (send it as a string,
+  as RFC 8785 advises);
 - a finite ``float`` (no NaN, no ±Infinity: they are not JSON);
 - a ``str`` without U+0000 (PostgreSQL cannot store it, so neither backend takes it) and
   without lone surrogates (U+D800-U+DFFF on their own are not Unicode text);
@@ -124,11 +126,22 @@ def _check_str(text: str) -> None:
 
 
 def _check_int(number: int) -> None:
-    if not -MAX_SAFE_INTEGER <= number <= MAX_SAFE_INTEGER:
-        raise _Refused(
-            f"{_show_int(number)} is beyond ±(2^53-1), which JSON readers such as JavaScript "
-            "cannot hold exactly; send it as a string"
-        )
+    if -MAX_SAFE_INTEGER <= number <= MAX_SAFE_INTEGER or _is_a_double(number):
+        return
+    raise _Refused(
+        f"{_show_int(number)} is beyond ±(2^53-1), which JSON readers such as JavaScript "
+        "cannot hold exactly; send it as a string"
+    )
+
+
+def _is_a_double(number: int) -> bool:
+    """Whether ``number`` is written exactly as a double's shortest decimal: what PostgreSQL
+    gives back for a float such as ``1e16``, which a processor may return as it read it."""
+    try:
+        shortest = float(number)
+    except OverflowError:
+        return False
+    return shortest == number and int(decimal.Decimal(repr(shortest))) == number
 
 
 def _check_float(number: float) -> None:

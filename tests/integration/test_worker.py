@@ -412,3 +412,25 @@ def test_stats_and_log_lines_count_what_was_recorded_under_concurrency(
         ]
         assert [e.data()["percent"] for e in events[2:4]] == [10, 90]
         assert pg_trail.get(job_id)["progress"] == (90 if n % 4 == 0 else 100)
+
+
+def test_a_processor_may_return_the_payload_it_was_given(trail: Jobtrail) -> None:
+    """PostgreSQL gives the floats 1e16 and 1e21 back as integers beyond 2^53; a processor
+    that returns its payload as it read it must complete, not fail as invalid_result."""
+    registry = Registry()
+
+    @registry.processor("echo")
+    def echo(job: JobView, ctx: JobContext) -> dict[str, object]:
+        return dict(job.payload)
+
+    job_id = trail.submit("echo", {"seed": 1e16, "big": 1e21, "neg": -0.0, "small": 1e-7})
+    trail.worker(FAST, registry=registry).run()
+
+    row = trail.get(job_id)
+    assert row["status"] == "completed", row["error_message"]
+    assert {k: float(v) for k, v in row["result"].items()} == {
+        "seed": 1e16,
+        "big": 1e21,
+        "neg": 0.0,
+        "small": 1e-7,
+    }
