@@ -3,10 +3,9 @@
 An event knows the trigger it stands for (so replay can re-check it against the one
 Machine) and the fields it assigns on the job (`changes`), so applying it never runs a
 business check. Each event is chained to the job's previous one by a sha-256 hash over
-its canonical JSON form (`jobtrail.domain.canonical`, whose names are importable from here
-too): RFC 8785 for every event made here (``metadata.hash_form = "jcs"``), the previous
-release's form for events decoded without it. `event_from_envelope` is the one decoder from
-an envelope back to an event.
+its canonical JSON form (`jobtrail.domain.canonical`): RFC 8785 for every event made here
+(``metadata.hash_form = "jcs"``), the previous release's form for events decoded without
+it. `event_from_envelope` is the one decoder from an envelope back to an event.
 
 One module, a little over 300 lines, on purpose: the event classes, their registry
 (`EVENT_TYPES`) and the decoder are one piece, since the envelope an event writes
@@ -23,12 +22,15 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any, ClassVar, Self
 
-from jobtrail.domain.canonical import GENESIS_HASH as GENESIS_HASH
-from jobtrail.domain.canonical import HASH_FORM, canonical_text, sha256_hex
-from jobtrail.domain.canonical import covered_fields as covered_fields
-from jobtrail.domain.canonical import covered_hash as covered_hash
-from jobtrail.domain.canonical import parse_time as parse_time
-from jobtrail.domain.canonical import utc_iso as utc_iso
+from jobtrail.domain.canonical import (
+    GENESIS_HASH,
+    HASH_FORM,
+    canonical_text,
+    covered_fields,
+    parse_time,
+    sha256_hex,
+    utc_iso,
+)
 
 SCHEMA_VERSION = 1
 

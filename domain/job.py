@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from jobtrail.domain import lifecycle
+from jobtrail.domain.canonical import GENESIS_HASH
 from jobtrail.domain.errors import (
     CorruptHistory,
     IllegalTransition,
@@ -24,7 +25,6 @@ from jobtrail.domain.errors import (
     StaleAttempt,
 )
 from jobtrail.domain.events import (
-    GENESIS_HASH,
     Event,
     JobCancelled,
     JobCompleted,

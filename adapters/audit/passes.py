@@ -27,8 +27,8 @@ from jobtrail.adapters.audit.reads import (
     stream_positions,
     stream_records,
 )
+from jobtrail.domain.canonical import utc_iso
 from jobtrail.domain.errors import StorageError
-from jobtrail.domain.events import utc_iso
 from jobtrail.domain.seals import Seal
 from sqlalchemy import Connection
 

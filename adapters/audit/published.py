@@ -11,7 +11,7 @@ from __future__ import annotations
 from jobtrail.adapters.audit.checks.records import StoredEvent
 from jobtrail.adapters.kafka.codec import read_envelope
 from jobtrail.adapters.kafka.errors import UndecodableMessage
-from jobtrail.domain.events import parse_time
+from jobtrail.domain.canonical import parse_time
 
 
 def stored_event(value: bytes | None) -> StoredEvent:

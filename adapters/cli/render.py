@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from jobtrail.domain.events import utc_iso
+from jobtrail.domain.canonical import utc_iso
 from jobtrail.domain.status import JobStatus
 from rich import box
 from rich.cells import cell_len

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from jobtrail.adapters.cli.render import as_json
-from jobtrail.domain.events import parse_time
+from jobtrail.domain.canonical import parse_time
 from rich.console import Console
 from rich.text import Text
 

@@ -36,7 +36,7 @@ DEFAULT_WINDOW = 10_000
 and hash strings (about 230 without chain checks), measured with tracemalloc."""
 
 GENESIS_HASH = ""
-"""The `prev_hash` of a job's version 1 (as `jobtrail.domain.events.GENESIS_HASH`)."""
+"""The `prev_hash` of a job's version 1 (as `jobtrail.domain.canonical.GENESIS_HASH`)."""
 
 
 class Verdict(Enum):

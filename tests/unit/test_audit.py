@@ -14,7 +14,8 @@ from jobtrail.adapters.audit.checks.legacy import MAX_CANDIDATES
 from jobtrail.adapters.audit.checks.records import Problem, StoredEvent
 from jobtrail.adapters.audit.checks.report import Report
 from jobtrail.adapters.audit.checks.seal_check import check_seals
-from jobtrail.domain.events import GENESIS_HASH, Event
+from jobtrail.domain.canonical import GENESIS_HASH
+from jobtrail.domain.events import Event
 from jobtrail.domain.job import Job
 from jobtrail.domain.seals import EMPTY_DIGEST, Seal, next_digest
 from jobtrail.projections.job_table import fold

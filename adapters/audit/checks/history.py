@@ -19,6 +19,7 @@ from jobtrail.adapters.audit.checks.legacy import Restoration, restore
 from jobtrail.adapters.audit.checks.records import Problem, StoredEvent
 from jobtrail.domain import lifecycle
 from jobtrail.domain.canonical import (
+    GENESIS_HASH,
     UnknownHashForm,
     hash_form,
     jcs_covered_text,
@@ -28,7 +29,6 @@ from jobtrail.domain.canonical import (
 from jobtrail.domain.errors import IllegalTransition
 from jobtrail.domain.events import (
     EVENT_TYPES,
-    GENESIS_HASH,
     SCHEMA_VERSION,
     TERMINAL_EVENT_TYPES,
     Event,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from jobtrail.domain.events import covered_fields
+from jobtrail.domain.canonical import covered_fields
 
 
 class StoredEvent(NamedTuple):

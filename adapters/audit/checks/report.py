@@ -14,7 +14,7 @@ from typing import Any
 
 from jobtrail.adapters.audit.checks.history import JobResult
 from jobtrail.adapters.audit.checks.records import Problem
-from jobtrail.domain.events import utc_iso
+from jobtrail.domain.canonical import utc_iso
 
 
 def show(value: Any) -> Any:
