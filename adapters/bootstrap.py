@@ -24,7 +24,7 @@ from jobtrail.adapters.sql.queue import SqlJobQueue
 from jobtrail.adapters.sql.store import SqlEventStore
 from jobtrail.domain import limits
 from jobtrail.domain.errors import InvalidField, JobNotFound
-from jobtrail.domain.events import Event
+from jobtrail.domain.events import DEFAULT_QUEUE, Event
 from jobtrail.domain.ids import parse_job_id
 from jobtrail.domain.job import SYSTEM, Meta, Outcome
 from jobtrail.domain.ports import Clock, SystemClock
@@ -109,15 +109,28 @@ class Jobtrail:
         priority: int = 0,
         delay: float = 0.0,
         idempotency_key: str | None = None,
+        queue: str = DEFAULT_QUEUE,
+        concurrency_key: str | None = None,
         meta: Meta = SYSTEM,
     ) -> str:
         """Queue a job; returns its id (the known job's id for a repeated idempotency key).
 
-        ``payload=None`` means ``{}``; anything else must be a JSON object. Every field is
-        checked against `jobtrail.domain.limits` before anything is written.
+        ``payload=None`` means ``{}``; anything else must be a JSON object. ``queue`` is the
+        named queue it waits in (workers serve chosen queues); ``concurrency_key`` is what a
+        per-key limit counts (a customer, a tenant). Every field is checked against
+        `jobtrail.domain.limits` before anything is written.
         """
         payload = {} if payload is None else payload
-        spec = JobSpec(job_type, payload, max_attempts, priority, delay, idempotency_key)
+        spec = JobSpec(
+            job_type,
+            payload,
+            max_attempts,
+            priority,
+            delay,
+            idempotency_key,
+            queue=queue,
+            concurrency_key=concurrency_key,
+        )
         return self.service.submit(spec, meta)
 
     def submit_many(self, specs: Sequence[JobSpec], meta: Meta = SYSTEM) -> list[str]:

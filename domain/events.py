@@ -33,6 +33,14 @@ from jobtrail.domain.canonical import (
 )
 
 SCHEMA_VERSION = 1
+DEFAULT_QUEUE = "default"
+_LATER_FIELDS: dict[str, object] = {
+    "queue": DEFAULT_QUEUE,
+    "concurrency_key": None,
+    "retry_of": None,
+    "reason": None,
+}
+"""`JobQueued`'s optional fields and their defaults: left out of its data when they hold them."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -145,9 +153,28 @@ class JobQueued(Event):
     priority: int
     available_at: datetime
     idempotency_key: str | None = None
+    queue: str = DEFAULT_QUEUE
+    concurrency_key: str | None = None
+    retry_of: str | None = None
+    """The finished job this one retries (`Job.retry_from`); its own history is untouched."""
+    reason: str | None = None
+    """Why it was queued, when a person says (a retry's reason)."""
+
+    def data(self) -> dict[str, Any]:
+        """The fields, leaving out the optional ones added after schema version 1 was
+        published while they hold their defaults: an event queued before they existed
+        writes (and hashes, and relays) the same data as it always did."""
+        data = super().data()
+        for name, default in _LATER_FIELDS.items():
+            if data[name] == default:
+                del data[name]
+        return data
 
     def changes(self) -> dict[str, Any]:
         return {
+            "queue": self.queue,
+            "concurrency_key": self.concurrency_key,
+            "retry_of": self.retry_of,
             "job_type": self.job_type,
             "payload": self.payload,
             "max_attempts": self.max_attempts,

@@ -25,6 +25,7 @@ from jobtrail.domain.errors import (
     StaleAttempt,
 )
 from jobtrail.domain.events import (
+    DEFAULT_QUEUE,
     Event,
     JobCancelled,
     JobCompleted,
@@ -69,6 +70,9 @@ class Job:
     max_attempts: int = 1
     priority: int = 0
     idempotency_key: str | None = None
+    queue: str = DEFAULT_QUEUE
+    concurrency_key: str | None = None
+    retry_of: str | None = None
     attempt: int = 0
     progress: int = 0
     worker_id: str | None = None
@@ -138,6 +142,10 @@ class Job:
         priority: int = 0,
         delay: float = 0.0,
         idempotency_key: str | None = None,
+        queue: str = DEFAULT_QUEUE,
+        concurrency_key: str | None = None,
+        retry_of: str | None = None,
+        reason: str | None = None,
         meta: Meta = SYSTEM,
     ) -> Job:
         if not job_type.strip():
@@ -159,8 +167,38 @@ class Job:
             priority=priority,
             available_at=now + timedelta(seconds=delay),
             idempotency_key=idempotency_key,
+            queue=queue,
+            concurrency_key=concurrency_key,
+            retry_of=retry_of,
+            reason=reason,
         )
         return job
+
+    def retry_from(
+        self, job_id: str, *, now: datetime, reason: str | None, key: str, meta: Meta = SYSTEM
+    ) -> Job:
+        """A new job that runs this finished one again: same type, payload, priority, max
+        attempts, queue and concurrency key, with ``retry_of`` naming this job. This job
+        records nothing: its history stays as it was. `InvalidCommand` unless it finished."""
+        if not self.is_finished:
+            raise InvalidCommand(
+                reason=f"job {self.id} is {self.status}: only a finished job "
+                "(completed, failed or cancelled) can be retried"
+            )
+        return Job.submit(
+            job_id,
+            self.job_type,
+            self.payload,
+            now=now,
+            max_attempts=self.max_attempts,
+            priority=self.priority,
+            idempotency_key=key,
+            queue=self.queue,
+            concurrency_key=self.concurrency_key,
+            retry_of=self.id,
+            reason=reason,
+            meta=meta,
+        )
 
     def start(
         self, worker_id: str, lease_seconds: float, *, now: datetime, meta: Meta = SYSTEM

@@ -14,6 +14,10 @@ job type               1-200 characters, printable (no control, format     ``job
                        space at either end
 idempotency key        None, or 1-200 characters without U+0000 or lone    ``job.idempotency_
                        surrogates                                          key`` VARCHAR(200)
+queue                  like a job type (default ``default``)               ``job.queue``
+concurrency key        like an idempotency key                             ``job.concurrency_
+                                                                           key`` VARCHAR(200)
+concurrency limit      an int from 1 to 1,000,000                          ``job_limit``
 priority               an int from -2^31 to 2^31-1                         ``job.priority``
                                                                            INTEGER
 max attempts           an int from 1 to 1000                               ``job.max_attempts``
@@ -184,6 +188,10 @@ def _bad_character(character: str) -> str:
 
 JOB_TYPE = Text(200, printable=True)
 IDEMPOTENCY_KEY = Text(200)
+QUEUE = Text(200, printable=True)
+CONCURRENCY_KEY = Text(200)
+MAX_RUNNING = Whole(1, 1_000_000)
+"""A concurrency limit: at least one job may run (pause a queue or type to stop them)."""
 JOB_TYPE_FILTER = Text(200)
 """``jobs --type``: any text both backends take (one no job has simply matches nothing)."""
 PRIORITY = Whole(INT32_MIN, INT32_MAX)

@@ -24,6 +24,7 @@ from jobtrail.domain.errors import (
     JobError,
     JobNotFound,
 )
+from jobtrail.domain.events import DEFAULT_QUEUE
 from jobtrail.domain.job import SYSTEM, Job, Meta, Outcome
 from jobtrail.domain.json_values import check_json
 from jobtrail.domain.ports import Append, Clock, EventStore, SystemClock
@@ -49,6 +50,8 @@ class JobSpec:
     priority: int = 0
     delay: float = 0.0
     idempotency_key: str | None = None
+    queue: str = DEFAULT_QUEUE
+    concurrency_key: str | None = None
 
 
 @dataclass
@@ -113,6 +116,8 @@ class JobService:
             priority=spec.priority,
             delay=spec.delay,
             idempotency_key=spec.idempotency_key,
+            queue=spec.queue,
+            concurrency_key=spec.concurrency_key,
             meta=meta,
         )
 
@@ -237,6 +242,8 @@ def check_spec(spec: JobSpec, where: str = "") -> None:
     limits.PRIORITY.check(spec.priority, f"{where}priority")
     limits.DELAY.check(spec.delay, f"{where}delay")
     limits.check_optional(limits.IDEMPOTENCY_KEY, spec.idempotency_key, f"{where}idempotency_key")
+    limits.QUEUE.check(spec.queue, f"{where}queue")
+    limits.check_optional(limits.CONCURRENCY_KEY, spec.concurrency_key, f"{where}concurrency_key")
 
 
 def check_meta(meta: Meta) -> None:

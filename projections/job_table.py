@@ -35,6 +35,9 @@ COLUMNS: Final = (
     "completed_at",
     "updated_at",
     "version",
+    "queue",
+    "concurrency_key",
+    "retry_of",
 )
 _ASSIGNABLE: Final = frozenset(COLUMNS)
 

@@ -27,6 +27,8 @@ def cmd_submit(trail: Jobtrail, args: argparse.Namespace) -> int:
         priority=args.priority,
         delay=args.delay,
         idempotency_key=args.idempotency_key,
+        queue=args.queue,
+        concurrency_key=args.concurrency_key,
         meta=Meta(actor=args.actor),
     )
     print(job_id)

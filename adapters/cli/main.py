@@ -169,6 +169,14 @@ def add_job_commands(commands: Any) -> None:
         help="seconds before it may start (0 to 10 years)",
     )
     submit.add_argument("--idempotency-key", help="the same key returns the same job")
+    submit.add_argument(
+        "--queue", default="default", help="the named queue it waits in (default: default)"
+    )
+    submit.add_argument(
+        "--concurrency-key",
+        metavar="KEY",
+        help="what a per-key limit counts (a customer, a tenant; see `limit set --per-key`)",
+    )
     submit.add_argument("--actor", default="cli", help="who submits (recorded in the event)")
     submit.set_defaults(handler=cli("jobs:cmd_submit"))
 

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Dialect,
@@ -126,7 +127,11 @@ job = Table(
     Column("completed_at", UtcDateTime),
     Column("updated_at", UtcDateTime, nullable=False),
     Column("version", Integer, nullable=False),
+    Column("queue", String(200), nullable=False, server_default="default"),
+    Column("concurrency_key", String(200)),
+    Column("retry_of", String(36)),
     Index("job_idempotency_key", "idempotency_key", unique=True),
+    Index("job_retry_of", "retry_of"),
     # The claim index, partial on `status = 'queued'`, is created by migration 0003 alone:
     # declared here, its dialect options would load the PostgreSQL dialect on SQLite too.
     Index("job_type_status", "job_type", "status"),
@@ -166,3 +171,59 @@ job_log_seals = Table(
     sqlite_autoincrement=True,
 )
 """Checkpoints of the whole log (`jobtrail seal`): append-only, checked by `jobtrail replay`."""
+
+job_limit = Table(
+    "job_limit",
+    metadata,
+    Column("job_type", String(200), primary_key=True),
+    Column("per_key", Boolean, primary_key=True),
+    Column("max_running", Integer, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("actor", String(200), nullable=False),
+)
+"""At most ``max_running`` jobs of a type processing at once: over the whole type
+(``per_key`` false) or for each of its concurrency keys (``per_key`` true)."""
+
+job_pause = Table(
+    "job_pause",
+    metadata,
+    Column("kind", String(8), primary_key=True),
+    Column("name", String(200), primary_key=True),
+    Column("paused_at", UtcDateTime, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("reason", Text),
+)
+"""Queues (``kind`` 'queue') and job types (``kind`` 'type') whose jobs are not claimed."""
+
+job_schedule = Table(
+    "job_schedule",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("cron", String(200), nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("job_type", String(200), nullable=False),
+    Column("payload", json_type(), nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("queue", String(200), nullable=False),
+    Column("catch_up", String(8), nullable=False),
+    Column("last_tick_at", UtcDateTime),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("actor", String(200), nullable=False),
+)
+"""Cron schedules, and the latest tick each has enqueued (its catch-up starts there)."""
+
+control_log = Table(
+    "control_log",
+    metadata,
+    Column("position", Position, primary_key=True, autoincrement=True),
+    Column("occurred_at", UtcDateTime, nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("subject", String(200), nullable=False),
+    Column("data", json_type(), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("reason", Text),
+    sqlite_autoincrement=True,
+)
+"""Every change to limits, pauses and schedules, with actor and reason: append-only."""
