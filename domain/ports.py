@@ -96,10 +96,13 @@ class JobQueue(abc.ABC):
         job_types: Collection[str] | None,
         command: Callable[[Job], Outcome],
         also_append: Sequence[Append] = (),
+        queues: Collection[str] | None = None,
     ) -> list[Job]:
         """Lock up to ``limit`` available queued jobs, run ``command`` on each, append.
 
-        Jobs are taken by priority (highest first), then by ``available_at``; jobs other
+        Only jobs of ``job_types`` in ``queues`` (None: any) that are not paused are taken,
+        and no more of a limited type (or key) than its concurrency limit lets run. Jobs
+        are taken by priority (highest first), then by ``available_at``; jobs other
         claimers hold are skipped, not waited for. ``also_append`` (a worker's finished
         jobs) is written in the same transaction, so a busy worker pays one commit per
         turn. Returns the jobs the command recorded something on, with their new state.
@@ -111,8 +114,11 @@ class JobQueue(abc.ABC):
         """Extend the worker's leases; returns the ids of the jobs it still holds."""
 
     @abc.abstractmethod
-    def next_available_at(self, job_types: Collection[str] | None) -> datetime | None:
-        """When the earliest queued job (of these types) becomes available, if any."""
+    def next_available_at(
+        self, job_types: Collection[str] | None, queues: Collection[str] | None = None
+    ) -> datetime | None:
+        """When the earliest queued job (of these types and queues, not paused) becomes
+        available, if any."""
 
     @abc.abstractmethod
     def expired(self, now: datetime, limit: int = 100) -> list[Lease]:

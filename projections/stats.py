@@ -18,6 +18,7 @@ class JobStats:
     total: int = 0
     by_status: Counter[str] = field(default_factory=Counter)
     by_type: dict[str, Counter[str]] = field(default_factory=dict)
+    by_queue: dict[str, Counter[str]] = field(default_factory=dict)
     error_codes: Counter[str] = field(default_factory=Counter)
     durations: list[float] = field(default_factory=list)
 
@@ -37,6 +38,7 @@ class JobStats:
             "total": self.total,
             "by_status": dict(sorted(self.by_status.items())),
             "by_type": {t: dict(sorted(c.items())) for t, c in sorted(self.by_type.items())},
+            "by_queue": {q: dict(sorted(c.items())) for q, c in sorted(self.by_queue.items())},
             "failure_rate": self.failure_rate,
             "error_codes": dict(self.error_codes.most_common()),
             "duration_seconds": self.duration_percentiles(),
@@ -52,13 +54,14 @@ def percentile(ordered: list[float], p: float) -> float | None:
 
 
 def compute(rows: Iterable[Mapping[str, Any]]) -> JobStats:
-    """Stats from rows with status, job_type, error_code, created_at and completed_at."""
+    """Stats from rows with status, job_type, queue, error_code, created_at and completed_at."""
     stats = JobStats()
     for row in rows:
         stats.total += 1
         status = row["status"]
         stats.by_status[status] += 1
         stats.by_type.setdefault(row["job_type"], Counter())[status] += 1
+        stats.by_queue.setdefault(row.get("queue") or "default", Counter())[status] += 1
         if status == JobStatus.FAILED.value and row["error_code"]:
             stats.error_codes[row["error_code"]] += 1
         if row["completed_at"] is not None:

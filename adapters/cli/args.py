@@ -118,6 +118,13 @@ def job_types(text: str) -> frozenset[str]:
     return types
 
 
+def queue_names(text: str) -> frozenset[str]:
+    queues = frozenset(q.strip() for q in text.split(",") if q.strip())
+    if not queues:
+        raise argparse.ArgumentTypeError("name at least one queue")
+    return queues
+
+
 def app_path(text: str) -> str:
     """The shape of ``--app`` only: whether it imports is checked when the worker starts."""
     if not APP_PATH.fullmatch(text):

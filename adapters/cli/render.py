@@ -194,6 +194,11 @@ JOB_COLUMNS = (
     Col("created", lambda r: cell(r.get("created_at")), priority=6, min_width=19),
 )
 """The job table of `jobs` and the demo, after the id: at 80 columns type, status and error."""
+ROUTING_COLUMNS = (
+    Col("queue", lambda r: cell(r.get("queue")), priority=7, min_width=7, max_width=20),
+    Col("key", lambda r: cell(r.get("concurrency_key")), priority=8, min_width=5, max_width=20),
+)
+"""Shown when some row is in a queue other than ``default`` or has a concurrency key."""
 FULL_ID = Col("id", lambda r: r["id"], priority=0, min_width=36)
 SHORT_ID = Col("id", lambda r: r["id"][:8], priority=0, min_width=8)
 
@@ -202,7 +207,9 @@ def job_table(
     rows: Sequence[Row], width: int, title: str | None = None, *, short_ids: bool = False
 ) -> Table:
     """Full ids by default, to be copied into `show`; the demo's showcase takes eight characters."""
-    columns = (SHORT_ID if short_ids else FULL_ID, *JOB_COLUMNS)
+    columns: tuple[Col, ...] = (SHORT_ID if short_ids else FULL_ID, *JOB_COLUMNS)
+    if any(r.get("queue", "default") != "default" or r.get("concurrency_key") for r in rows):
+        columns += ROUTING_COLUMNS
     return fitted_table(columns, rows, width, title or f"{len(rows)} job(s)")
 
 
@@ -220,6 +227,24 @@ def job_fields(row: Row) -> Table:
         shown = status_text(value) if name == "status" else Text(whole(value))
         table.add_row(name, shown)
     return table
+
+
+def lineage(row: Row, original: Row | None, retries: Sequence[Row]) -> list[Text]:
+    """`show`'s lines about retries: the job this one retries, then the jobs that retry it
+    (id and status each, the oldest first)."""
+    lines = []
+    if row.get("retry_of"):
+        status = None if original is None else original["status"]
+        lines.append(_pointer("retry of", row["retry_of"], status))
+    lines.extend(_pointer("retried as", r["id"], r["status"]) for r in retries)
+    return lines
+
+
+def _pointer(label: str, job_id: str, status: str | None) -> Text:
+    line = Text(f"{label} {job_id} (")
+    line.append_text(status_text(status) if status else Text("not in the job table"))
+    line.append(")")
+    return line
 
 
 def stats_table(by_type: Mapping[str, Mapping[str, int]], width: int, total: int) -> Table:

@@ -25,13 +25,18 @@ log = logging.getLogger("jobtrail.worker")
 def cmd_worker(trail: Jobtrail, args: argparse.Namespace) -> int:
     for job_type in sorted(args.types or ()):  # the rule of a submitted job type
         limits.JOB_TYPE.check(job_type, "--types")
+    for queue in sorted(args.queues or ()):
+        limits.QUEUE.check(queue, "--queues")
     registry = processors(args.app)  # before anything is claimed: a bad --app claims nothing
     worker = trail.worker(settings_from(args), registry)
     stop_on_signals(worker.stop)
     beside = start_relay(trail, args, on_exit=worker.stop) if args.relay else None
+    scheduler = trail.schedules().loop().start() if args.scheduler else None  # cron ticks
     try:
         stats = worker.run()
     finally:
+        if scheduler:
+            scheduler.stop()
         if beside:
             relay, thread = beside
             relay.stop(drain=args.until_empty)
@@ -79,6 +84,7 @@ def settings_from(args: argparse.Namespace) -> WorkerSettings:
         lease_seconds=args.lease,
         heartbeat_seconds=min(args.heartbeat, args.lease / 2),
         job_types=args.types,
+        queues=args.queues,
         until_empty=args.until_empty,
         max_jobs=args.max_jobs,
         grace_seconds=args.grace,

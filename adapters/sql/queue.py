@@ -11,28 +11,29 @@ import logging
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import datetime
+from typing import Any
 
 from jobtrail.adapters.sql.appends import write_appends
+from jobtrail.adapters.sql.claim_query import (
+    KEYS_PER_CLAIM,
+    LOCK_LIMITS,
+    ClaimFilter,
+    key_heads,
+    limited_claim,
+    unlimited_claim,
+)
 from jobtrail.adapters.sql.engine import WRITE, is_postgres
 from jobtrail.adapters.sql.errors import translated_errors
-from jobtrail.adapters.sql.schema import job, job_lease
+from jobtrail.adapters.sql.flow_control import FlowControl, read_flow_control
+from jobtrail.adapters.sql.schema import job, job_key_cursor, job_lease
 from jobtrail.adapters.sql.store import load_many
 from jobtrail.domain.errors import CommandRejected
 from jobtrail.domain.job import Job, Outcome
 from jobtrail.domain.ports import Append, Clock, JobQueue, Lease
 from jobtrail.domain.status import JobStatus
-from sqlalchemy import Connection, Engine, bindparam, func, select, update
+from sqlalchemy import Connection, Engine, Row, bindparam, func, insert, select, update
 
 log = logging.getLogger(__name__)
-
-
-_CLAIM = (
-    select(job.c.id)
-    .where(job.c.status == JobStatus.QUEUED.value, job.c.available_at <= bindparam("now"))
-    .order_by(job.c.priority.desc(), job.c.available_at, job.c.id)
-    .limit(bindparam("limit"))
-)
-_CLAIM_TYPES = _CLAIM.where(job.c.job_type.in_(bindparam("types", expanding=True)))
 
 
 class SqlJobQueue(JobQueue):
@@ -94,11 +95,13 @@ class SqlJobQueue(JobQueue):
         job_types: Collection[str] | None,
         command: Callable[[Job], Outcome],
         also_append: Sequence[Append] = (),
+        queues: Collection[str] | None = None,
     ) -> list[Job]:
         if limit <= 0 and not also_append:
             return []
+        claim_filter = ClaimFilter(job_types, queues)
         with self._transaction() as conn:
-            claimed = self._take(conn, limit, job_types, command) if limit > 0 else []
+            claimed = self._take(conn, limit, claim_filter, command) if limit > 0 else []
             write_appends(
                 conn,
                 [*also_append, *(Append(j.pending, j.version - len(j.pending)) for j in claimed)],
@@ -109,15 +112,19 @@ class SqlJobQueue(JobQueue):
         self,
         conn: Connection,
         limit: int,
-        job_types: Collection[str] | None,
+        claim_filter: ClaimFilter,
         command: Callable[[Job], Outcome],
     ) -> list[Job]:
         """Lock the next available jobs and run the claim command on each."""
-        query = _CLAIM if job_types is None else _CLAIM_TYPES
-        if is_postgres(conn):
-            query = query.with_for_update(skip_locked=True)
-        params = {"now": self.clock.now(), "limit": limit, "types": list(job_types or ())}
-        ids = list(conn.execute(query, params).scalars())
+        control = read_flow_control(conn)
+        params = {"now": self.clock.now(), "limit": limit, **claim_filter.parameters(control)}
+        ids = self._take_limited(conn, limit, claim_filter, control, params)
+        if len(ids) < limit:
+            query = unlimited_claim(claim_filter, control)
+            if is_postgres(conn):
+                query = query.with_for_update(skip_locked=True)
+            params["limit"] = limit - len(ids)
+            ids += conn.execute(query, params).scalars()
         histories = load_many(conn, ids)
         claimed: list[Job] = []
         for job_id in ids:  # in claim order (priority, available_at, id): run in that order
@@ -130,6 +137,35 @@ class SqlJobQueue(JobQueue):
             if candidate.pending:
                 claimed.append(candidate)
         return claimed
+
+    @staticmethod
+    def _take_limited(
+        conn: Connection,
+        limit: int,
+        claim_filter: ClaimFilter,
+        control: FlowControl,
+        params: dict[str, Any],
+    ) -> list[str]:
+        """Lock the jobs of limited types the limits let start now (none without limits).
+
+        The limit rows are locked first (PostgreSQL; SQLite's claims are serialised), so
+        the jobs processing are counted with no other claim of these types in between.
+        """
+        claimable = claim_filter.limited_types(control)
+        if not claimable:
+            return []
+        params = {**params, "claimable": claimable}
+        postgres = is_postgres(conn)
+        if postgres:
+            conn.execute(LOCK_LIMITS.with_for_update(), params)
+        heads = [
+            h for t in claimable for h in _next_key_heads(conn, t, claim_filter, control, params)
+        ]
+        query = limited_claim(claim_filter, control, lock=postgres)
+        admitted = conn.execute(query, {**params, "heads": heads}).all()
+        if admitted:
+            _move_cursors(conn, admitted)
+        return [row.id for row in admitted]
 
     def renew(self, worker_id: str, leases: Collection[Lease], until: datetime) -> set[str]:
         if not leases:
@@ -155,12 +191,18 @@ class SqlJobQueue(JobQueue):
             held = {Lease(job_id, attempt) for job_id, attempt in conn.execute(held_query)}
         return {lease.job_id for lease in leases if lease in held}
 
-    def next_available_at(self, job_types: Collection[str] | None) -> datetime | None:
-        query = select(func.min(job.c.available_at)).where(job.c.status == JobStatus.QUEUED.value)
-        if job_types is not None:
-            query = query.where(job.c.job_type.in_(list(job_types)))
+    def next_available_at(
+        self, job_types: Collection[str] | None, queues: Collection[str] | None = None
+    ) -> datetime | None:
+        """The earliest ``available_at`` of the queued jobs this worker may take (paused
+        queues and types left out: their jobs are not due for it)."""
+        claim_filter = ClaimFilter(job_types, queues)
         with self._transaction(write=False) as conn:
-            due: datetime | None = conn.execute(query).scalar()
+            control = read_flow_control(conn)
+            query = select(func.min(job.c.available_at)).where(
+                job.c.status == JobStatus.QUEUED.value, *claim_filter.conditions(control)
+            )
+            due: datetime | None = conn.execute(query, claim_filter.parameters(control)).scalar()
             return due
 
     def expired(self, now: datetime, limit: int = 100) -> list[Lease]:
@@ -172,3 +214,47 @@ class SqlJobQueue(JobQueue):
         )
         with self._transaction(write=False) as conn:
             return [Lease(job_id, attempt) for job_id, attempt in conn.execute(query)]
+
+
+def _next_key_heads(
+    conn: Connection,
+    job_type: str,
+    claim_filter: ClaimFilter,
+    control: FlowControl,
+    params: dict[str, Any],
+) -> list[str]:
+    """The next jobs of the `KEYS_PER_CLAIM` keys of ``job_type`` that follow its cursor,
+    going round to the first keys after the last one."""
+    after = conn.execute(_CURSOR, {"cursor_type": job_type}).scalar() or ""
+    query = key_heads(claim_filter, control)
+    rows = list(conn.execute(query, {**params, "job_type": job_type, "after": after}))
+    if len(rows) < KEYS_PER_CLAIM and after:
+        rows += conn.execute(query, {**params, "job_type": job_type, "after": ""})
+    return list(dict.fromkeys(row.head for row in rows if row.head is not None))
+
+
+def _move_cursors(conn: Connection, admitted: Sequence[Row[Any]]) -> None:
+    """Each type's cursor to the key of its last admitted job: the next claim of the type
+    starts its round of the keys after it (`claim_query.limited_claim`)."""
+    last = {row.job_type: row.concurrency_key or "" for row in admitted}
+    known = set(
+        conn.execute(
+            select(job_key_cursor.c.job_type).where(job_key_cursor.c.job_type.in_(list(last)))
+        ).scalars()
+    )
+    for job_type, key in last.items():
+        values = {"cursor_type": job_type, "cursor_key": key}
+        conn.execute(_MOVE_CURSOR if job_type in known else _NEW_CURSOR, values)
+
+
+_CURSOR = select(job_key_cursor.c.after_key).where(
+    job_key_cursor.c.job_type == bindparam("cursor_type")
+)
+_MOVE_CURSOR = (
+    update(job_key_cursor)
+    .where(job_key_cursor.c.job_type == bindparam("cursor_type"))
+    .values(after_key=bindparam("cursor_key"))
+)
+_NEW_CURSOR = insert(job_key_cursor).values(
+    job_type=bindparam("cursor_type"), after_key=bindparam("cursor_key")
+)

@@ -132,6 +132,7 @@ job = Table(
     Column("retry_of", String(36)),
     Index("job_idempotency_key", "idempotency_key", unique=True),
     Index("job_retry_of", "retry_of"),
+    Index("job_queue", "queue"),
     # The claim index, partial on `status = 'queued'`, is created by migration 0003 alone:
     # declared here, its dialect options would load the PostgreSQL dialect on SQLite too.
     Index("job_type_status", "job_type", "status"),
@@ -183,6 +184,15 @@ job_limit = Table(
 )
 """At most ``max_running`` jobs of a type processing at once: over the whole type
 (``per_key`` false) or for each of its concurrency keys (``per_key`` true)."""
+
+job_key_cursor = Table(
+    "job_key_cursor",
+    metadata,
+    Column("job_type", String(200), primary_key=True),
+    Column("after_key", String(200), nullable=False),
+)
+"""The last concurrency key of a limited type whose next job a claim considered: the next
+claim goes on from there, so every key's turn comes (`claim_query.key_heads`)."""
 
 job_pause = Table(
     "job_pause",

@@ -42,6 +42,8 @@ class WorkerSettings:
     """How often leases are renewed. The worker renews at least twice per lease: a heartbeat
     longer than half the lease is shortened to it (as the CLI does)."""
     job_types: frozenset[str] | None = None
+    queues: frozenset[str] | None = None
+    """The named queues this worker serves; None: every queue."""
     until_empty: bool = False
     max_jobs: int | None = None
     poll_seconds: float = 0.05
@@ -71,6 +73,8 @@ class WorkerSettings:
         _seconds("give_up_seconds", self.give_up_seconds)
         if self.job_types is not None:
             object.__setattr__(self, "job_types", _job_types(self.job_types))
+        if self.queues is not None:
+            object.__setattr__(self, "queues", _job_types(self.queues, "queues"))
 
     @property
     def renew_every(self) -> float:
@@ -127,16 +131,18 @@ def _seconds(name: str, value: Any, *, zero: bool = False, most: float = MAX_SEC
     )
 
 
-def _job_types(value: Any) -> frozenset[str]:
+def _job_types(value: Any, name: str = "job_types") -> frozenset[str]:
+    """A non-empty set of names (job types, or queues)."""
+    what = "job type" if name == "job_types" else "queue"
     if isinstance(value, str) or not isinstance(value, Collection):
         raise InvalidWorkerSettings(
-            name="job_types", reason=f"must be a set of job types or None, not {_shown(value)}"
+            name=name, reason=f"must be a set of {what}s or None, not {_shown(value)}"
         )
     types = frozenset(value)
     if not types or not all(isinstance(t, str) and t.strip() for t in types):
         raise InvalidWorkerSettings(
-            name="job_types",
-            reason="must name at least one job type, each a non-empty str (None runs any type)",
+            name=name,
+            reason=f"must name at least one {what}, each a non-empty str (None: any {what})",
         )
     return types
 

@@ -179,7 +179,11 @@ class Worker:
             results, appends = writer.apply_in_memory(steps, finished)
             try:
                 claimed = self.queue.claim(
-                    room, self.settings.job_types, self._claims.start_or_refuse, appends
+                    room,
+                    self.settings.job_types,
+                    self._claims.start_or_refuse,
+                    appends,
+                    queues=self.settings.queues,
                 )
             except ConcurrencyConflict:
                 log.info(
@@ -266,7 +270,7 @@ class Worker:
         return self.settings.until_empty and not self._work_due_soon()
 
     def _work_due_soon(self) -> bool:
-        due = self.queue.next_available_at(self.settings.job_types)
+        due = self.queue.next_available_at(self.settings.job_types, self.settings.queues)
         return due is not None and due <= self.clock.now() + UNTIL_EMPTY_HORIZON
 
     def _shut_down(self) -> None:

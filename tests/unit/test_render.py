@@ -211,3 +211,12 @@ def test_a_terminal_narrower_than_the_first_column_still_shows_it_cut() -> None:
     lines = rendered(render.job_table(rows, 20), width=20)
     assert_fits(lines, 20)
     assert lines[3] == rows[0]["id"][:19] + "…"
+
+
+def test_queue_and_key_columns_show_only_when_some_job_uses_them() -> None:
+    plain = job_rows(2)
+    routed = [{**plain[0], "queue": "media", "concurrency_key": "customer-7"}, plain[1]]
+    assert "queue" not in rendered(render.job_table(plain, 240), width=240)[1].split()
+    header, first = (rendered(render.job_table(routed, 240), width=240)[i] for i in (1, 3))
+    assert header.split()[-2:] == ["queue", "key"]
+    assert first.split()[-2:] == ["media", "customer-7"]

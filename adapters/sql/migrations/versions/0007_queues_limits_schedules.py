@@ -4,6 +4,8 @@
   ``retry_of``, all set by the job's `JobQueued` event (the projection, like every column).
 - `job_limit`: at most ``max_running`` jobs of a type in ``processing`` at once, over the
   whole type (``per_key`` false) or for each concurrency key of it (``per_key`` true).
+  `job_key_cursor` is where each limited type's round of its keys has got to (fairness),
+  and the index ``job_queued_keys`` finds each key's next job.
 - `job_pause`: queues and types whose jobs are not claimed while a row exists.
 - `job_schedule`: cron schedules and the latest tick each has enqueued.
 - `control_log`: every change to those three, with its actor and reason; append-only like
@@ -44,6 +46,7 @@ SQLITE_TRIGGERS = [
     for name in ("UPDATE", "DELETE")
 ]
 PROCESSING = sa.text("status = 'processing'")
+QUEUED_WITH_KEY = sa.text("status = 'queued' AND concurrency_key IS NOT NULL")
 
 
 def upgrade() -> None:
@@ -54,12 +57,25 @@ def upgrade() -> None:
         batch.add_column(sa.Column("concurrency_key", sa.String(200)))
         batch.add_column(sa.Column("retry_of", sa.String(36)))
     op.create_index("job_retry_of", "job", ["retry_of"])
+    op.create_index("job_queue", "job", ["queue"])
     op.create_index(
         "job_running",
         "job",
         ["job_type", "concurrency_key"],
         postgresql_where=PROCESSING,
         sqlite_where=PROCESSING,
+    )
+    op.create_index(
+        "job_queued_keys",
+        "job",
+        ["job_type", "concurrency_key", sa.text("priority DESC"), "available_at", "id"],
+        postgresql_where=QUEUED_WITH_KEY,
+        sqlite_where=QUEUED_WITH_KEY,
+    )
+    op.create_table(
+        "job_key_cursor",
+        sa.Column("job_type", sa.String(200), primary_key=True),
+        sa.Column("after_key", sa.String(200), nullable=False),
     )
     op.create_table(
         "job_limit",
@@ -115,10 +131,12 @@ def downgrade() -> None:
     op.drop_table("control_log")
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP FUNCTION control_log_append_only()")
-    for table in ("job_schedule", "job_pause", "job_limit"):
+    for table in ("job_schedule", "job_pause", "job_limit", "job_key_cursor"):
         op.drop_table(table)
+    op.drop_index("job_queued_keys", table_name="job")
     op.drop_index("job_running", table_name="job")
     op.drop_index("job_retry_of", table_name="job")
+    op.drop_index("job_queue", table_name="job")
     with op.batch_alter_table("job") as batch:
         for column in ("retry_of", "concurrency_key", "queue"):
             batch.drop_column(column)
