@@ -3,6 +3,10 @@
 A concurrency conflict means someone else changed the job between our load and our
 append; the command is run again on the fresh state, so its checks see the truth (a
 second `fail` then finds the job finished and records nothing).
+
+One module, a little over 300 lines, on purpose: every use case shares the same
+load-decide-append loop and its conflict handling (`execute`, the idempotency-key retry of
+`submit_many`, which `retry` reuses), and they read best side by side.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from jobtrail.domain.errors import (
 from jobtrail.domain.events import DEFAULT_QUEUE
 from jobtrail.domain.job import SYSTEM, Job, Meta, Outcome
 from jobtrail.domain.json_values import check_json
+from jobtrail.domain.lineage import RetryCounts, histories, retries_holding, retry_key
 from jobtrail.domain.ports import Append, Clock, EventStore, SystemClock
 from jobtrail.domain.retry import RetryPolicy
 
@@ -120,6 +125,64 @@ class JobService:
             concurrency_key=spec.concurrency_key,
             meta=meta,
         )
+
+    def retry(
+        self,
+        job_id: str,
+        finished_retries: RetryCounts,
+        reason: str | None = None,
+        meta: Meta = SYSTEM,
+    ) -> str:
+        """Queue a finished job again as a new job; returns the new job's id."""
+        (new_id,) = self.retry_many([job_id], finished_retries, reason, meta)
+        return new_id
+
+    def retry_many(
+        self,
+        job_ids: Sequence[str],
+        finished_retries: RetryCounts,
+        reason: str | None = None,
+        meta: Meta = SYSTEM,
+    ) -> list[str]:
+        """Queue finished jobs again as new jobs, in one transaction (all or none); the new
+        ids in the order of ``job_ids``. The originals record nothing.
+
+        Each retry's idempotency key is `retry_key` (``finished_retries`` counts them, from
+        the `job` table): a job whose retry has not finished yet yields that retry's id
+        again, and a request that loses the race for the key to a concurrent one returns
+        the winner's id. `JobNotFound` for an unknown id and `InvalidCommand` for a job that
+        has not finished, before anything is written.
+        """
+        limits.check_optional(limits.REASON, reason, "reason")
+        check_meta(meta)
+        originals = {  # finished jobs change no more: read once
+            job_id: Job.from_history(job_id, events)
+            for job_id, events in histories(self.store, job_ids).items()
+        }
+        counts = finished_retries(list(originals))
+        keys = {job_id: retry_key(job_id, counts.get(job_id, 0)) for job_id in originals}
+        for _ in range(self.max_conflict_retries):  # the keys stay: a loser finds the winner
+            known = retries_holding(self.store, self.find_by_idempotency_keys, keys)
+            now = self.clock.now()
+            ids: list[str] = []
+            appends: list[Append] = []
+            for job_id in job_ids:
+                key = keys[job_id]
+                retry = originals[job_id].retry_from(
+                    str(uuid.uuid4()), now=now, reason=reason, key=key, meta=meta
+                )  # checks that the original finished, even when its retry is known
+                if key not in known:
+                    known[key] = retry.id
+                    appends.append(Append(retry.pending, 0))
+                ids.append(known[key])
+            try:
+                self.store.append_batch(appends)
+            except DuplicateIdempotencyKey:
+                log.debug("a concurrent request retried the same job; looking up its retry")
+                continue
+            log.info("retried %d job(s) as %d new job(s)", len(job_ids), len(appends))
+            return ids
+        raise DuplicateIdempotencyKey(key="(gave up after retries)")
 
     def get(self, job_id: str) -> Job:
         events = self.store.load(job_id)

@@ -86,15 +86,18 @@ def summary(envelope: Envelope) -> str:
 
 
 def _queued(data: Data, envelope: Envelope) -> str:
-    parts = [f"{data['job_type']} {as_json(data.get('payload', {}))}"]
+    lineage = f" retry of {data['retry_of']}," if data.get("retry_of") else ""
+    parts = [f"{data['job_type']}{lineage} {as_json(data.get('payload', {}))}"]
     parts.append(f"max {data.get('max_attempts')} attempts")
     if data.get("priority"):
         parts.append(f"priority {data['priority']}")
     delay = _after(envelope, data.get("available_at"))
     if delay > 0:
         parts.append(f"due in {seconds(delay)}")
-    if data.get("idempotency_key"):
+    if data.get("idempotency_key") and not lineage:  # a retry's key follows from retry_of
         parts.append(f"key {data['idempotency_key']}")
+    if data.get("reason"):
+        parts.append(f"reason: {data['reason']}")
     return ", ".join(parts)
 
 

@@ -12,14 +12,25 @@ from jobtrail.adapters.sql.engine import WRITE, is_postgres
 from jobtrail.adapters.sql.errors import translated_errors
 from jobtrail.adapters.sql.schema import job
 from jobtrail.adapters.sql.store import SqlEventStore
+from jobtrail.domain.lineage import RetryFilter
+from jobtrail.domain.status import TERMINAL_STATUSES
 from jobtrail.projections.job_table import rows_from_log
-from sqlalchemy import Engine, delete, insert, select, text
+from sqlalchemy import Engine, delete, exists, func, insert, select, text
 
 log = logging.getLogger(__name__)
 
+RETRY_COLUMNS = (
+    job.c.id,
+    job.c.job_type,
+    job.c.status,
+    job.c.error_code,
+    job.c.completed_at,
+)
+"""What a bulk retry shows of each job it takes (the dry run's lines)."""
 STATS_COLUMNS = (
     job.c.status,
     job.c.job_type,
+    job.c.queue,
     job.c.error_code,
     job.c.created_at,
     job.c.completed_at,
@@ -42,7 +53,11 @@ class JobQueries:
             return {key: job_id for key, job_id in conn.execute(query)}
 
     def list_jobs(
-        self, status: str | None = None, job_type: str | None = None, limit: int = 50
+        self,
+        status: str | None = None,
+        job_type: str | None = None,
+        limit: int = 50,
+        queue: str | None = None,
     ) -> list[dict[str, Any]]:
         """Newest first."""
         query = select(job).order_by(job.c.created_at.desc(), job.c.id).limit(limit)
@@ -50,6 +65,54 @@ class JobQueries:
             query = query.where(job.c.status == status)
         if job_type:
             query = query.where(job.c.job_type == job_type)
+        if queue:
+            query = query.where(job.c.queue == queue)
+        with translated_errors(), self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    def rows(self, job_ids: Collection[str]) -> dict[str, dict[str, Any]]:
+        """These jobs' rows, by id (unknown ids left out)."""
+        query = select(job).where(job.c.id.in_(list(job_ids)))
+        with translated_errors(), self.engine.connect() as conn:
+            return {row["id"]: dict(row) for row in conn.execute(query).mappings()}
+
+    def retries_of(self, job_id: str) -> list[dict[str, Any]]:
+        """The jobs that retry this one (id, status, created_at), the oldest first."""
+        query = (
+            select(job.c.id, job.c.status, job.c.created_at)
+            .where(job.c.retry_of == job_id)
+            .order_by(job.c.created_at, job.c.id)
+        )
+        with translated_errors(), self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    def finished_retries(self, job_ids: Collection[str]) -> dict[str, int]:
+        """How many finished retries each of these jobs has (`jobtrail.domain.lineage`)."""
+        query = (
+            select(job.c.retry_of, func.count())
+            .where(job.c.retry_of.in_(list(job_ids)), job.c.status.in_(sorted(TERMINAL_STATUSES)))
+            .group_by(job.c.retry_of)
+        )
+        with translated_errors(), self.engine.connect() as conn:
+            return {original: count for original, count in conn.execute(query)}
+
+    def to_retry(self, where: RetryFilter) -> list[dict[str, Any]]:
+        """The finished jobs a bulk retry takes (`RetryFilter`), the earliest finished first;
+        jobs that already have a retry are left out."""
+        retry = job.alias("retry")
+        query = (
+            select(*RETRY_COLUMNS)
+            .where(job.c.status == where.status, job.c.completed_at >= where.since)
+            .where(~exists().where(retry.c.retry_of == job.c.id))
+            .order_by(job.c.completed_at, job.c.id)
+            .limit(where.limit)
+        )
+        if where.until is not None:
+            query = query.where(job.c.completed_at < where.until)
+        if where.job_type is not None:
+            query = query.where(job.c.job_type == where.job_type)
+        if where.error_code is not None:
+            query = query.where(job.c.error_code == where.error_code)
         with translated_errors(), self.engine.connect() as conn:
             return [dict(row) for row in conn.execute(query).mappings()]
 
