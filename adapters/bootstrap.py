@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from jobtrail.adapters.config import Settings
@@ -27,15 +28,18 @@ from jobtrail.domain.errors import InvalidField, JobNotFound
 from jobtrail.domain.events import DEFAULT_QUEUE, Event
 from jobtrail.domain.ids import parse_job_id
 from jobtrail.domain.job import SYSTEM, Meta, Outcome
+from jobtrail.domain.lineage import DEFAULT_RETRY_LIMIT, RetryFilter
 from jobtrail.domain.ports import Clock, SystemClock
 from jobtrail.domain.retry import RetryPolicy
-from jobtrail.domain.services import JobService, JobSpec
+from jobtrail.domain.services import JobService, JobSpec, check_meta
 from jobtrail.domain.status import JobStatus
 from jobtrail.projections.stats import JobStats, compute
 
 if TYPE_CHECKING:
     from jobtrail.adapters.kafka.publisher import KafkaSettings
     from jobtrail.adapters.kafka.relay import Relay, RelaySettings
+    from jobtrail.adapters.schedules import Schedules
+    from jobtrail.adapters.sql.flow_control import FlowSettings
     from jobtrail.processors.engine.reaper import Reaper
     from jobtrail.processors.engine.worker import Worker, WorkerSettings
     from jobtrail.processors.registry import Registry
@@ -94,6 +98,19 @@ class Jobtrail:
 
         return Reaper(self.service, self.queue, self.service.clock)
 
+    def schedules(self) -> Schedules:
+        """Cron schedules: `add`, `list`, `remove`, and `run_due` (docs/schedules.md)."""
+        from jobtrail.adapters.schedules import Schedules
+
+        return Schedules(self.engine, self.service)
+
+    def flow(self) -> FlowSettings:
+        """Concurrency limits, pauses and queues: `FlowSettings.set_limit`, `pause`,
+        `resume`, `queues`, … (every change is written to the control log)."""
+        from jobtrail.adapters.sql.flow_control import FlowSettings
+
+        return FlowSettings(self.engine, self.service.clock)
+
     def init_db(self) -> None:
         """Create or upgrade the schema (idempotent)."""
         from jobtrail.adapters.sql import migrate
@@ -140,6 +157,49 @@ class Jobtrail:
     def cancel(self, job_id: str, reason: str | None = None, meta: Meta = SYSTEM) -> Outcome:
         return self.service.cancel(parse_job_id(job_id), reason, meta)
 
+    def retry(self, job_id: str, reason: str | None = None, meta: Meta = SYSTEM) -> str:
+        """Queue a finished job again as a new job (``retry_of`` names it); its id.
+
+        The original is not touched. While its retry has not finished, retrying it again
+        returns that retry's id (docs/retry.md); a job that has not finished is refused.
+        """
+        return self.service.retry(parse_job_id(job_id), self.queries.finished_retries, reason, meta)
+
+    def retry_many(
+        self, job_ids: Sequence[str], reason: str | None = None, meta: Meta = SYSTEM
+    ) -> list[str]:
+        """`retry` for several jobs in one transaction (all or none); new ids in order."""
+        ids = [parse_job_id(job_id) for job_id in job_ids]
+        return self.service.retry_many(ids, self.queries.finished_retries, reason, meta)
+
+    def retry_where(
+        self,
+        *,
+        since: datetime,
+        status: str = JobStatus.FAILED,
+        job_type: str | None = None,
+        error_code: str | None = None,
+        until: datetime | None = None,
+        limit: int = DEFAULT_RETRY_LIMIT,
+        dry_run: bool = False,
+        reason: str | None = None,
+        meta: Meta = SYSTEM,
+    ) -> list[tuple[str, str | None]]:
+        """Retry the finished jobs that match, in one transaction: (original id, new id)
+        pairs, the earliest finished first; the new id is None in a dry run, which writes
+        nothing. ``since``/``until``: when they finished (``completed_at``); jobs already
+        retried are left out (`jobtrail.domain.lineage.RetryFilter`).
+        """
+        where = RetryFilter(since, status, job_type, error_code, until, limit)
+        where.check()
+        limits.check_optional(limits.REASON, reason, "reason")
+        check_meta(meta)
+        originals = [row["id"] for row in self.queries.to_retry(where)]
+        if dry_run or not originals:
+            return [(job_id, None) for job_id in originals]
+        new_ids = self.service.retry_many(originals, self.queries.finished_retries, reason, meta)
+        return list(zip(originals, new_ids, strict=True))
+
     def get(self, job_id: str) -> dict[str, Any]:
         """The job's row in the `job` table."""
         job_id = parse_job_id(job_id)
@@ -148,8 +208,26 @@ class Jobtrail:
             raise JobNotFound(job_id=job_id)
         return row
 
+    def wait(self, job_id: str, timeout: float, *, fallback_seconds: float = 1.0) -> dict[str, Any]:
+        """The job's row once it is completed, failed or cancelled (`get`'s row).
+
+        `WaitTimedOut` if it is not final within ``timeout`` seconds; `JobNotFound` at
+        once for an unknown id. PostgreSQL wakes on a notification and re-reads the row
+        every ``fallback_seconds`` anyway; SQLite polls (docs/waiting.md).
+        """
+        from jobtrail.adapters.sql.waiting import wait_for
+
+        job_id = parse_job_id(job_id)
+        return wait_for(
+            self.engine, self.queries.get, job_id, timeout, fallback_seconds=fallback_seconds
+        )
+
     def jobs(
-        self, status: str | None = None, job_type: str | None = None, limit: int = 50
+        self,
+        status: str | None = None,
+        job_type: str | None = None,
+        limit: int = 50,
+        queue: str | None = None,
     ) -> list[dict[str, Any]]:
         """Rows of the `job` table, newest first; the filters are checked like a submit's."""
         if status is not None and status not in {s.value for s in JobStatus}:
@@ -157,8 +235,10 @@ class Jobtrail:
             raise InvalidField(field="status", reason=f"must be one of {statuses}, not {status!r}")
         if job_type is not None:
             limits.JOB_TYPE_FILTER.check(job_type, "job_type")
+        if queue is not None:
+            limits.JOB_TYPE_FILTER.check(queue, "queue")
         limit = limits.LIST_LIMIT.check(limit, "limit")
-        return self.queries.list_jobs(status, job_type, limit)
+        return self.queries.list_jobs(status, job_type, limit, queue)
 
     def history(self, job_id: str) -> list[Event]:
         """The job's events in version order."""

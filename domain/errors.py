@@ -122,6 +122,18 @@ class CorruptHistory(JobtrailError):
     """The stored history of job {job_id} is not valid: {reason}."""
 
 
+class UnknownQueue(JobtrailError):
+    """Unknown {kind} {name!r}: no job was ever queued with it, so there is nothing to pause (check the name)."""  # noqa: E501
+
+
+class NotPaused(JobtrailError):
+    """The {kind} {name!r} is not paused."""
+
+
+class UnknownLimit(JobtrailError):
+    """There is no limit on {job_type!r} {scope}."""
+
+
 # --------------------------------------------------------------------------- job errors
 
 
@@ -243,3 +255,18 @@ class WorkerShutdown(TransientError):
 def as_job_error(error: BaseException) -> JobError:
     """A `JobError` as is; anything else wrapped as an `UnexpectedError`."""
     return error if isinstance(error, JobError) else UnexpectedError(error)
+
+
+class WaitTimedOut(JobtrailError):
+    """job {job_id} did not finish within {seconds:g} seconds"""
+
+
+# --------------------------------------------------------------------------- schedules
+
+
+class UnknownSchedule(JobtrailError):
+    """No schedule named {name!r}."""
+
+
+class InvalidSchedule(InvalidField):
+    """{field}: {reason}."""

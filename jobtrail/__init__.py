@@ -50,6 +50,12 @@ _PUBLIC: dict[str, str] = {
     "InvalidDatabaseUrl": "jobtrail.domain.errors",
     "DataRejected": "jobtrail.domain.errors",
     "CannotWrite": "jobtrail.domain.errors",
+    "WaitTimedOut": "jobtrail.domain.errors",
+    "UnknownQueue": "jobtrail.domain.errors",
+    "NotPaused": "jobtrail.domain.errors",
+    "UnknownLimit": "jobtrail.domain.errors",
+    "UnknownSchedule": "jobtrail.domain.errors",
+    "InvalidSchedule": "jobtrail.domain.errors",
     "BrokerUnavailable": "jobtrail.adapters.kafka.errors",
     "BrokerRefused": "jobtrail.adapters.kafka.errors",
     "UndecodableMessage": "jobtrail.adapters.kafka.errors",
@@ -76,6 +82,9 @@ _PUBLIC: dict[str, str] = {
     "JobView": "jobtrail.processors.base",
     "Registry": "jobtrail.processors.registry",
     "WorkerSettings": "jobtrail.processors.engine.worker",
+    # day-to-day operations (trail.flow(), trail.schedules())
+    "FlowSettings": "jobtrail.adapters.sql.flow_control",
+    "Schedules": "jobtrail.adapters.schedules",
     # consuming the topic
     "JobEventConsumer": "jobtrail.adapters.kafka.consumer",
     "RawEvent": "jobtrail.adapters.kafka.codec",
@@ -119,6 +128,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; tests/unit/test_public_api
     from jobtrail.adapters.kafka.security import KafkaSecurityInvalid as KafkaSecurityInvalid
     from jobtrail.adapters.kafka.version_window import ChainBreak as ChainBreak
     from jobtrail.adapters.kafka.version_window import Gap as Gap
+    from jobtrail.adapters.schedules import Schedules as Schedules
+    from jobtrail.adapters.sql.flow_control import FlowSettings as FlowSettings
     from jobtrail.domain.errors import CannotWrite as CannotWrite
     from jobtrail.domain.errors import CommandRejected as CommandRejected
     from jobtrail.domain.errors import ConcurrencyConflict as ConcurrencyConflict
@@ -136,18 +147,24 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; tests/unit/test_public_api
     from jobtrail.domain.errors import InvalidJobId as InvalidJobId
     from jobtrail.domain.errors import InvalidJsonValue as InvalidJsonValue
     from jobtrail.domain.errors import InvalidResult as InvalidResult
+    from jobtrail.domain.errors import InvalidSchedule as InvalidSchedule
     from jobtrail.domain.errors import JobError as JobError
     from jobtrail.domain.errors import JobNotFound as JobNotFound
     from jobtrail.domain.errors import JobtrailError as JobtrailError
     from jobtrail.domain.errors import NoDatabase as NoDatabase
+    from jobtrail.domain.errors import NotPaused as NotPaused
     from jobtrail.domain.errors import RateLimited as RateLimited
     from jobtrail.domain.errors import SchemaMissing as SchemaMissing
     from jobtrail.domain.errors import StaleAttempt as StaleAttempt
     from jobtrail.domain.errors import StorageError as StorageError
     from jobtrail.domain.errors import TransientError as TransientError
+    from jobtrail.domain.errors import UnknownLimit as UnknownLimit
+    from jobtrail.domain.errors import UnknownQueue as UnknownQueue
+    from jobtrail.domain.errors import UnknownSchedule as UnknownSchedule
     from jobtrail.domain.errors import UpstreamTimeout as UpstreamTimeout
     from jobtrail.domain.errors import UpstreamUnavailable as UpstreamUnavailable
     from jobtrail.domain.errors import UserError as UserError
+    from jobtrail.domain.errors import WaitTimedOut as WaitTimedOut
     from jobtrail.domain.events import Event as Event
     from jobtrail.domain.events import JobCancelled as JobCancelled
     from jobtrail.domain.events import JobCompleted as JobCompleted

@@ -2,12 +2,14 @@
 
 Successes, insufficient credits, transient failures that succeed on retry, an unknown
 job type and a crash; a live progress bar; then the `job` table, the failure latency and
-the history of one failed job.
+the history of one failed job; then a retry of the job of unknown type once a processor
+for it is deployed, and a cron schedule.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import threading
 import time
@@ -22,18 +24,20 @@ from jobtrail.domain.retry import RetryPolicy
 from jobtrail.domain.services import JobSpec
 from jobtrail.domain.status import JobStatus
 from jobtrail.processors.engine.worker import WorkerSettings, WorkerStats
+from jobtrail.processors.registry import FunctionProcessor, default_registry
 from jobtrail.projections.stats import percentile
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-SHOT, ASSET = "shot_video_generation", "asset_image_generation"
+SHOT, ASSET, EXPORT = "shot_video_generation", "asset_image_generation", "storyboard_export"
+DEMO = Meta(actor="demo")
 BATCH = [
     *(JobSpec(SHOT, {"shot": n, "duration_ms": 400 + 100 * n}) for n in range(6)),
     *(JobSpec(ASSET, {"asset": n, "duration_ms": 300}) for n in range(6)),
     *(JobSpec(SHOT, {"shot": 10 + n, "credits": 0, "duration_ms": 300}) for n in range(3)),
     JobSpec(ASSET, {"asset": 20, "credits": 2, "cost": 5}),
     *(JobSpec(SHOT, {"shot": 30 + n, "fail_times": 1 + n % 2}, max_attempts=3) for n in range(3)),
-    JobSpec("storyboard_export", {"storyboard": 1}),
+    JobSpec(EXPORT, {"storyboard": 1}),
     JobSpec(ASSET, {"asset": 40, "crash": True}),
     JobSpec(ASSET, {"asset": 41, "fail_times": 5}, max_attempts=2),
 ]
@@ -49,7 +53,7 @@ def run(trail: Jobtrail, out: Console) -> None:
     trail.init_db()
     trail.service.policy = DEMO_POLICY
     out.rule("jobtrail demo")
-    ids = trail.submit_many(BATCH, Meta(actor="demo"))
+    ids = trail.submit_many(BATCH, DEMO)
     out.print(
         f"submitted {len(ids)} jobs: successes, user errors, retries, an unknown type, a crash"
     )
@@ -87,6 +91,47 @@ def run(trail: Jobtrail, out: Console) -> None:
     out.print()
     print_timeline(out, broke, [e.envelope() for e in trail.history(broke)])
     out.print(f"the whole job: jobtrail show {broke}", overflow="ellipsis")
+    unknown = next(r["id"] for r in rows if r["error_code"] == "unknown_job_type")
+    retry_after_a_fix(trail, unknown, out)
+    schedule_one(trail, out)
+
+
+def retry_after_a_fix(trail: Jobtrail, failed: str, out: Console) -> None:
+    """The fix for the unknown type is deployed (a processor for it), and the failed job is
+    retried: a new job with ``retry_of``; the failed one's history stays as it was."""
+    out.print()
+    out.rule("retry after a fix")
+    registry = default_registry()
+    registry.register(FunctionProcessor(EXPORT, lambda job, ctx: {"pdf": "s3://demo/board.pdf"}))
+    new = trail.retry(failed, reason="storyboard_export processor deployed", meta=DEMO)
+    out.print(f"jobtrail retry {failed[:8]} → new job {new[:8]} (retry_of {failed[:8]})")
+    worker = trail.worker(WorkerSettings(until_empty=True), registry, worker_id="demo-worker-2")
+    with worker_logs_quiet():
+        worker.run()
+    row = trail.get(new)
+    result = json.dumps(row["result"])
+    out.print(f"job {new[:8]}: ", render.status_text(row["status"]), f" {result}", sep="")
+    out.print(f"job {failed[:8]} is still {trail.get(failed)['status']}, its history untouched")
+
+
+def schedule_one(trail: Jobtrail, out: Console) -> None:
+    """A cron schedule: every worker enqueues its ticks, one job per tick."""
+    out.print()
+    out.rule("a schedule")
+    schedules = trail.schedules()
+    schedules.add(
+        "demo-nightly-thumbnails",
+        "30 2 * * *",
+        ASSET,
+        {"asset": 99},
+        timezone="Europe/Berlin",
+        reason="demo",
+        meta=DEMO,
+    )
+    schedule = schedules.get("demo-nightly-thumbnails")
+    due = schedules.next_tick(schedule)
+    out.print("schedule demo-nightly-thumbnails: '30 2 * * *' in Europe/Berlin")
+    out.print(f"next {ASSET} job at {due:%Y-%m-%d %H:%M} UTC, one per tick")
 
 
 @contextmanager

@@ -32,6 +32,10 @@ def cmd_submit(trail: Jobtrail, args: argparse.Namespace) -> int:
         meta=Meta(actor=args.actor),
     )
     print(job_id)
+    if args.wait:  # the id first: the caller knows it even if the wait times out
+        from jobtrail.adapters.cli.waiting import wait_and_report
+
+        return wait_and_report(trail, job_id, args.timeout)
     return 0
 
 

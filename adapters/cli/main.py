@@ -5,6 +5,11 @@ dotted path (`Handler`) and imported only when that command runs, so `--help`, a
 or `submit` load only what they need (tests/unit/test_cli_imports.py checks which modules).
 Any jobtrail error becomes one line on stderr and exit status 1; usage errors exit 2, in one
 line too (`args.Parser`; what is which: `jobtrail.adapters.cli.args`).
+
+One module of about 400 lines, on purpose: the parser of every command is built here from
+the standard library alone (the groups whose handlers need no extra module to build their
+parser add themselves: audit, retry, schedule), so what `--help` loads stays small and the
+whole command line can be read in one place.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from jobtrail.adapters.cli import audit as cli_audit
+from jobtrail.adapters.cli import schedule as cli_schedule
 from jobtrail.adapters.cli.args import (
     CONCURRENCY,
     COUNT,
@@ -27,6 +33,7 @@ from jobtrail.adapters.cli.args import (
     database_url,
     job_types,
     positive_float,
+    queue_names,
     seconds,
     whole,
 )
@@ -40,9 +47,9 @@ if TYPE_CHECKING:
 
 DESCRIPTION = "jobtrail: an event-sourced state machine for background jobs."
 
-LONG_RUNNING = frozenset({"worker", "reap", "relay"})
+LONG_RUNNING = frozenset({"worker", "reap", "relay", "scheduler"})
 """Commands that log what they do at INFO; the others log warnings only."""
-READ_ONLY = frozenset({"jobs", "show", "history", "stats", "replay", "export"})
+READ_ONLY = frozenset({"jobs", "show", "history", "stats", "replay", "export", "queues"})
 """Commands that only read the database: on SQLite they open it read-only."""
 
 
@@ -132,8 +139,10 @@ def parser() -> argparse.ArgumentParser:
     add_db_commands(commands)
     add_job_commands(commands)
     add_worker_commands(commands)
+    add_flow_commands(commands)
     add_kafka_commands(commands)
     cli_audit.add_commands(commands)  # builds its parser from the standard library too
+    cli_schedule.add_commands(commands)  # so does this one
     commands.add_parser(
         "demo", help="a mixed batch of jobs run by workers, end to end"
     ).set_defaults(handler=cli("demo:cmd_demo"))
@@ -178,11 +187,19 @@ def add_job_commands(commands: Any) -> None:
         help="what a per-key limit counts (a customer, a tenant; see `limit set --per-key`)",
     )
     submit.add_argument("--actor", default="cli", help="who submits (recorded in the event)")
+    submit.add_argument(
+        "--wait",
+        action="store_true",
+        help="then wait for it to finish and print its result (exit 0 completed, 1 failed, "
+        "3 cancelled, 4 timed out)",
+    )
+    add_timeout(submit)
     submit.set_defaults(handler=cli("jobs:cmd_submit"))
 
     jobs = commands.add_parser("jobs", help="list jobs, newest first")
     jobs.add_argument("--status", choices=[s.value for s in JobStatus])
     jobs.add_argument("--type", dest="job_type")
+    jobs.add_argument("--queue")
     jobs.add_argument(
         "--limit", type=whole(limits.LIST_LIMIT), default=50, help="1 to 1,000,000 (default 50)"
     )
@@ -204,6 +221,18 @@ def add_job_commands(commands: Any) -> None:
     cancel.add_argument("--actor", default="cli")
     cancel.set_defaults(handler=cli("jobs:cmd_cancel"))
 
+    from jobtrail.adapters.cli import retry  # its parser needs the standard library only
+
+    retry.add_command(commands)
+
+    wait = commands.add_parser(
+        "wait",
+        help="wait for a job to finish (exit 0 completed, 1 failed, 3 cancelled, 4 timed out)",
+    )
+    wait.add_argument("job_id", metavar="JOB_ID")
+    add_timeout(wait)
+    wait.set_defaults(handler=cli("waiting:cmd_wait"))
+
     commands.add_parser("rebuild", help="rebuild the job table from the log").set_defaults(
         handler=cli("jobs:cmd_rebuild")
     )
@@ -211,6 +240,17 @@ def add_job_commands(commands: Any) -> None:
     stats = commands.add_parser("stats", help="counts, failure rate, durations")
     stats.add_argument("--json", action="store_true")
     stats.set_defaults(handler=cli("views:cmd_stats"))
+
+
+def add_timeout(parser: Any) -> None:
+    """`submit --wait` and `wait`: how long to wait (exit 4 after it)."""
+    parser.add_argument(
+        "--timeout",
+        type=seconds(limits.WAIT),
+        default=60.0,
+        metavar="SECONDS",
+        help="how long to wait (more than 0, at most a week; default %(default)g)",
+    )
 
 
 def add_worker_commands(commands: Any) -> None:
@@ -235,6 +275,12 @@ def add_worker_commands(commands: Any) -> None:
     )
     worker.add_argument("--types", type=job_types, help="comma-separated job types to run")
     worker.add_argument(
+        "--queues",
+        type=queue_names,
+        metavar="QUEUES",
+        help="comma-separated queues to serve (default: every queue)",
+    )
+    worker.add_argument(
         "--prefetch",
         type=whole(CONCURRENCY),
         default=4,
@@ -258,12 +304,61 @@ def add_worker_commands(commands: Any) -> None:
         help="also run the Kafka relay in this process (small deployments)",
     )
     add_relay_options(worker)
+    worker.add_argument(
+        "--no-scheduler",
+        dest="scheduler",
+        action="store_false",
+        help="do not enqueue the due ticks of cron schedules in this worker (default: it does)",
+    )
     worker.set_defaults(handler=cli("worker:cmd_worker"))
 
     reap = commands.add_parser("reap", help="fail jobs whose lease expired")
     reap.add_argument("--once", action="store_true", help="one pass, then exit")
     reap.add_argument("--interval", type=positive_float, default=1.0, help="seconds")
     reap.set_defaults(handler=cli("worker:cmd_reap"))
+
+
+def add_flow_commands(commands: Any) -> None:
+    """`limit`, `pause`, `resume` and `queues`: what workers may claim, changed live."""
+    limit = commands.add_parser(
+        "limit", help="concurrency limits: most jobs of a type (or per key) running at once"
+    ).add_subparsers(dest="limit_command", required=True, metavar="ACTION")
+    limit_set = limit.add_parser("set", help="set (or change) a limit")
+    limit_set.add_argument("job_type", metavar="TYPE")
+    limit_set.add_argument("max_running", metavar="N", type=whole(limits.MAX_RUNNING))
+    limit_remove = limit.add_parser("remove", help="remove a limit")
+    limit_remove.add_argument("job_type", metavar="TYPE")
+    for sub in (limit_set, limit_remove):
+        sub.add_argument(
+            "--per-key",
+            action="store_true",
+            help="the limit counts each concurrency key of the type on its own",
+        )
+        add_who(sub)
+    limit_set.set_defaults(handler=cli("flow:cmd_limit_set"))
+    limit_remove.set_defaults(handler=cli("flow:cmd_limit_remove"))
+    limit_list = limit.add_parser("list", help="the limits in force")
+    limit_list.add_argument("--json", action="store_true")
+    limit_list.set_defaults(handler=cli("flow:cmd_limit_list"))
+
+    for name, text in (
+        ("pause", "stop claims from a queue (or, with --type, of a job type)"),
+        ("resume", "let workers claim from a paused queue (or type) again"),
+    ):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("name", metavar="QUEUE")
+        sub.add_argument("--type", action="store_true", help="QUEUE names a job type instead")
+        add_who(sub)
+        sub.set_defaults(handler=cli(f"flow:cmd_{name}"))
+
+    queues = commands.add_parser("queues", help="each queue's jobs by status, and what is paused")
+    queues.add_argument("--json", action="store_true")
+    queues.set_defaults(handler=cli("flow:cmd_queues"))
+
+
+def add_who(parser: Any) -> None:
+    parser.add_argument("--reason", help="why (recorded in the control log)")
+    parser.add_argument("--actor", default="cli", help="who (recorded in the control log)")
 
 
 def add_kafka_commands(commands: Any) -> None:
