@@ -277,7 +277,11 @@ def legacy_text(value: Any) -> str:
 def hash_form(covered: dict[str, Any]) -> str | None:
     """The rule an envelope's hash follows: ``"jcs"``, or None (legacy) when its metadata
     does not say. `UnknownHashForm` for a rule this version does not know."""
-    metadata = covered.get("metadata")
+    return metadata_hash_form(covered.get("metadata"))
+
+
+def metadata_hash_form(metadata: Any) -> str | None:
+    """`hash_form` from an envelope's metadata alone."""
     form = metadata.get("hash_form") if isinstance(metadata, dict) else None
     if form not in HASH_FORMS:
         raise UnknownHashForm(form)
@@ -305,14 +309,60 @@ def jcs_covered_text(covered: dict[str, Any]) -> str:
     `jcs_text`."""
     if covered.keys() != _COVERED_KEYS:
         return jcs_text(covered)
+    return jcs_envelope_text(
+        covered["event_id"],
+        covered["job_id"],
+        covered["version"],
+        covered["type"],
+        covered["schema_version"],
+        covered["occurred_at"],
+        covered["data"],
+        covered["metadata"],
+        covered["prev_hash"],
+    )
+
+
+def jcs_envelope_text(
+    event_id: Any,
+    job_id: Any,
+    version: Any,
+    event_type: Any,
+    schema_version: Any,
+    occurred_at: Any,
+    data: Any,
+    metadata: Any,
+    prev_hash: Any,
+) -> str:
+    """`jcs_covered_text` of the envelope these fields make (``occurred_at`` as its text),
+    without building the dict: replay checks every stored event this way. The ids, the
+    type, the time and the hashes are almost always str and the versions small ints: those
+    are written inline, anything else by `_jcs_part`."""
+    if (
+        type(event_id) is str
+        and type(job_id) is str
+        and type(event_type) is str
+        and type(occurred_at) is str
+        and type(prev_hash) is str
+        and type(version) is int
+        and type(schema_version) is int
+        and -_EXACT_INT < version < _EXACT_INT
+        and -_EXACT_INT < schema_version < _EXACT_INT
+    ):
+        quote = encode_basestring
+        return (
+            f'{{"data":{jcs_text(data)},"event_id":{quote(event_id)},'
+            f'"job_id":{quote(job_id)},"metadata":{jcs_text(metadata)},'
+            f'"occurred_at":{quote(occurred_at)},"prev_hash":{quote(prev_hash)},'
+            f'"schema_version":{schema_version},"type":{quote(event_type)},'
+            f'"version":{version}}}'
+        )
     part = _jcs_part
     return (
-        f'{{"data":{part(covered["data"])},"event_id":{part(covered["event_id"])},'
-        f'"job_id":{part(covered["job_id"])},"metadata":{part(covered["metadata"])},'
-        f'"occurred_at":{part(covered["occurred_at"])},'
-        f'"prev_hash":{part(covered["prev_hash"])},'
-        f'"schema_version":{part(covered["schema_version"])},'
-        f'"type":{part(covered["type"])},"version":{part(covered["version"])}}}'
+        f'{{"data":{part(data)},"event_id":{part(event_id)},'
+        f'"job_id":{part(job_id)},"metadata":{part(metadata)},'
+        f'"occurred_at":{part(occurred_at)},"prev_hash":{part(prev_hash)},'
+        f'"schema_version":{part(schema_version)},"type":{part(event_type)},'
+        f'"version":{part(version)}}}'
     )
 
 

@@ -21,10 +21,11 @@ from jobtrail.domain import lifecycle
 from jobtrail.domain.canonical import (
     GENESIS_HASH,
     UnknownHashForm,
-    hash_form,
-    jcs_covered_text,
+    jcs_envelope_text,
     legacy_text,
+    metadata_hash_form,
     sha256_hex,
+    utc_iso,
 )
 from jobtrail.domain.errors import IllegalTransition
 from jobtrail.domain.events import (
@@ -120,9 +121,8 @@ class _JobCheck:
 
     def _check_hash(self, record: StoredEvent) -> None:
         """The hash recomputed from the stored envelope, by the rule its metadata names."""
-        covered = record.covered()
         try:
-            form = hash_form(covered)
+            form = metadata_hash_form(record.metadata)
         except UnknownHashForm as unknown:
             self.problem(
                 "unknown_hash_form",
@@ -133,7 +133,7 @@ class _JobCheck:
             return
         self.forms["jcs" if form else "legacy"] += 1
         try:
-            text = jcs_covered_text(covered) if form else legacy_text(covered)
+            text = _jcs_text(record) if form else legacy_text(record.covered())
             matches = sha256_hex(text) == record.hash
         except (TypeError, ValueError) as error:  # NaN, a lone surrogate: not by JCS's rules
             self.problem(
@@ -146,7 +146,7 @@ class _JobCheck:
         if matches:
             return
         if form is None:
-            self._check_legacy_hash(record, covered)
+            self._check_legacy_hash(record, record.covered())
             return
         self.problem(
             "hash_mismatch",
@@ -275,3 +275,19 @@ class _JobCheck:
         if self.row is None:
             self.row = new_row()
         self.row.update(assignments(event))
+
+
+def _jcs_text(record: StoredEvent) -> str:
+    """The RFC 8785 text of the stored envelope (`StoredEvent.covered`), built from the
+    record's fields directly: the dict is skipped on replay's hottest line."""
+    return jcs_envelope_text(
+        record.event_id,
+        record.job_id,
+        record.version,
+        record.type,
+        record.schema_version,
+        utc_iso(record.occurred_at),
+        record.data,
+        record.metadata,
+        record.prev_hash,
+    )
