@@ -1,13 +1,13 @@
 """The claim's SELECTs: the plain one, and the one for job types under a concurrency limit.
 
-Without limits or pauses a claim is one indexed query in claim order (priority, then
-``available_at``, then id) that skips rows other claimers hold. Pauses and limits add
-filters to it. Job types with a limit are claimed by a second query that runs only while
-their `job_limit` rows are locked (PostgreSQL ``FOR UPDATE``; SQLite has a single writer),
-so two claimers never both see the last free slot: it counts the jobs processing per type
-and key, ranks the queued ones of each key (``key_rank``: a key's first job, its second,
-…) and takes them by priority, then by rank, so every key's first job comes before any
-key's second one, and one key's backlog cannot starve the others.
+Without limits a claim is one indexed query in claim order (priority, then
+``available_at``, then id) that skips rows other claimers hold and leaves out paused
+queues and types and limited types, read in the statement itself (``NOT IN``). Job
+types with a limit are claimed by a second query that runs only while their `job_limit`
+rows are locked (PostgreSQL ``FOR UPDATE``; SQLite has a single writer), so two claimers
+never both see the last free slot: it counts the jobs processing per type and key, ranks
+the queued ones of each key, and admits them by priority, then by turn, then round the
+keys (`limited_claim`), so one key's backlog cannot starve the others.
 """
 
 from __future__ import annotations
@@ -18,12 +18,37 @@ from dataclasses import dataclass
 from typing import Any
 
 from jobtrail.adapters.sql.flow_control import FlowControl
-from jobtrail.adapters.sql.schema import UtcDateTime, job, job_limit
+from jobtrail.adapters.sql.schema import UtcDateTime, job, job_limit, job_pause
 from jobtrail.domain.status import JobStatus
-from sqlalchemy import ColumnElement, Select, String, TextualSelect, bindparam, select, text
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    String,
+    TextualSelect,
+    and_,
+    bindparam,
+    select,
+    text,
+)
 
 QUEUED, PROCESSING = JobStatus.QUEUED.value, JobStatus.PROCESSING.value
 CLAIM_ORDER = (job.c.priority.desc(), job.c.available_at, job.c.id)
+
+
+NOT_PAUSED_SQL = (
+    "queue NOT IN (SELECT name FROM job_pause WHERE kind = 'queue')"
+    " AND job_type NOT IN (SELECT name FROM job_pause WHERE kind = 'type')"
+)
+"""A job is claimable only while neither its queue nor its type is paused: checked in the
+claim's own statement, so a pause holds from the moment it commits. ``NOT IN`` an
+uncorrelated subquery (the names are never NULL) is read once per statement (PostgreSQL: a
+hashed subplan), so the claim keeps its index scan in claim order; a correlated ``NOT
+EXISTS`` would become an anti-join over the whole queue."""
+_NOT_PAUSED = and_(
+    job.c.queue.not_in(select(job_pause.c.name).where(job_pause.c.kind == "queue")),
+    job.c.job_type.not_in(select(job_pause.c.name).where(job_pause.c.kind == "type")),
+)
+_NOT_LIMITED = job.c.job_type.not_in(select(job_limit.c.job_type))
 
 
 @dataclass(frozen=True)
@@ -33,60 +58,49 @@ class ClaimFilter:
     job_types: Collection[str] | None = None
     queues: Collection[str] | None = None
 
-    def conditions(self, control: FlowControl) -> list[ColumnElement[bool]]:
-        """The worker's own filters and the pauses in force, on the `job` table."""
-        where: list[ColumnElement[bool]] = []
+    def conditions(self) -> list[ColumnElement[bool]]:
+        """The worker's own filters, and no pause in force, on the `job` table."""
+        where: list[ColumnElement[bool]] = [_NOT_PAUSED]
         if self.job_types is not None:
             where.append(job.c.job_type.in_(bindparam("types", expanding=True)))
         if self.queues is not None:
             where.append(job.c.queue.in_(bindparam("queues", expanding=True)))
-        if control.paused_queues:
-            where.append(job.c.queue.not_in(bindparam("paused_queues", expanding=True)))
-        if control.paused_types:
-            where.append(job.c.job_type.not_in(bindparam("paused_types", expanding=True)))
         return where
 
-    def shape(self, control: FlowControl) -> tuple[bool, bool, bool, bool]:
-        """Which of the filters apply: one statement text per shape."""
-        return (
-            self.job_types is not None,
-            self.queues is not None,
-            bool(control.paused_queues),
-            bool(control.paused_types),
-        )
+    def shape(self) -> tuple[bool, bool]:
+        """Which of the filters apply: one statement per shape."""
+        return self.job_types is not None, self.queues is not None
 
-    def parameters(self, control: FlowControl) -> dict[str, Any]:
-        return {
-            "types": sorted(self.job_types or ()),
-            "queues": sorted(self.queues or ()),
-            "paused_queues": sorted(control.paused_queues),
-            "paused_types": sorted(control.paused_types),
-            "limited": sorted(control.limited_types),
-        }
+    def parameters(self) -> dict[str, Any]:
+        return {"types": sorted(self.job_types or ()), "queues": sorted(self.queues or ())}
 
     def limited_types(self, control: FlowControl) -> list[str]:
-        """The limited types this worker may claim now (not paused)."""
-        types = control.limited_types - control.paused_types
+        """The limited types this worker may claim (paused ones are left out in SQL)."""
+        types = control.limited_types
         if self.job_types is not None:
             types &= frozenset(self.job_types)
         return sorted(types)
 
 
-def unlimited_claim(claim_filter: ClaimFilter, control: FlowControl) -> Select[Any]:
-    """Queued, available jobs of types without a limit, in claim order."""
-    query = (
+def unlimited_claim(claim_filter: ClaimFilter) -> Select[Any]:
+    """Queued, available jobs of types without a limit, not paused, in claim order (the
+    limits are read in the statement itself, so a limit holds from the moment it commits)."""
+    return _unlimited_claim(*claim_filter.shape())
+
+
+@functools.lru_cache(maxsize=8)
+def _unlimited_claim(types: bool, queues: bool) -> Select[Any]:
+    return (
         select(job.c.id)
         .where(
             job.c.status == QUEUED,
             job.c.available_at <= bindparam("now"),
-            *claim_filter.conditions(control),
+            *ClaimFilter(() if types else None, () if queues else None).conditions(),
+            _NOT_LIMITED,
         )
         .order_by(*CLAIM_ORDER)
         .limit(bindparam("limit"))
     )
-    if control.limited_types:
-        query = query.where(job.c.job_type.not_in(bindparam("limited", expanding=True)))
-    return query
 
 
 LOCK_LIMITS = (
@@ -104,7 +118,7 @@ KEYS_PER_CLAIM = 32
 """How many concurrency keys' next jobs a claim adds to the window, going round the keys."""
 
 
-def key_heads(claim_filter: ClaimFilter, control: FlowControl) -> TextualSelect:
+def key_heads(claim_filter: ClaimFilter) -> TextualSelect:
     """The next job of each of the `KEYS_PER_CLAIM` keys of one limited type that follow
     ``after`` (the type's `job_key_cursor`), in key order: one index probe per key
     (``job_queued_keys``), however many jobs each key has queued.
@@ -113,12 +127,12 @@ def key_heads(claim_filter: ClaimFilter, control: FlowControl) -> TextualSelect:
     long backlog of another key's would wait for all of it; going round the keys, a claim
     at a time, every key's next job is ranked within a bounded number of claims.
     """
-    return _key_heads(*claim_filter.shape(control))
+    return _key_heads(*claim_filter.shape())
 
 
 @functools.lru_cache(maxsize=16)
-def _key_heads(types: bool, queues: bool, paused_queues: bool, paused_types: bool) -> TextualSelect:
-    filters, names = _filters(types, queues, paused_queues, paused_types)
+def _key_heads(types: bool, queues: bool) -> TextualSelect:
+    filters, names = _filters(types, queues)
     keyed = "status = 'queued' AND concurrency_key IS NOT NULL AND job_type = :job_type"
     statement = text(
         f"""
@@ -145,24 +159,20 @@ ORDER BY key
     ).columns(key=String, head=String)
 
 
-def _filters(
-    types: bool, queues: bool, paused_queues: bool, paused_types: bool
-) -> tuple[str, list[str]]:
+def _filters(types: bool, queues: bool) -> tuple[str, list[str]]:
     """The worker's filters and the pauses, as SQL, and the names of their parameters."""
     chosen = [
         (condition, name)
         for wanted, condition, name in (
             (types, " AND job_type IN :types", "types"),
             (queues, " AND queue IN :queues", "queues"),
-            (paused_queues, " AND queue NOT IN :paused_queues", "paused_queues"),
-            (paused_types, " AND job_type NOT IN :paused_types", "paused_types"),
         )
         if wanted
     ]
-    return "".join(c for c, _ in chosen), [n for _, n in chosen]
+    return f" AND {NOT_PAUSED_SQL}" + "".join(c for c, _ in chosen), [n for _, n in chosen]
 
 
-def limited_claim(claim_filter: ClaimFilter, control: FlowControl, lock: bool) -> TextualSelect:
+def limited_claim(claim_filter: ClaimFilter, lock: bool) -> TextualSelect:
     """The ids of the queued jobs of the claimable limited types that the limits let start
     now, in admission order, at most ``limit``: run after the limit rows are locked.
 
@@ -182,14 +192,12 @@ def limited_claim(claim_filter: ClaimFilter, control: FlowControl, lock: bool) -
     Plain SQL, the same on both backends (keys are joined on ``coalesce(key, '')``, which
     no real key equals, so the join can hash); one statement text per filter shape.
     """
-    return _limited_claim(lock, *claim_filter.shape(control))
+    return _limited_claim(lock, *claim_filter.shape())
 
 
 @functools.lru_cache(maxsize=32)
-def _limited_claim(
-    lock: bool, types: bool, queues: bool, paused_queues: bool, paused_types: bool
-) -> TextualSelect:
-    filters, filter_names = _filters(types, queues, paused_queues, paused_types)
+def _limited_claim(lock: bool, types: bool, queues: bool) -> TextualSelect:
+    filters, filter_names = _filters(types, queues)
     statement = text(
         f"""
 WITH running AS (

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -35,12 +36,16 @@ from sqlalchemy import Connection, Engine, Row, bindparam, func, insert, select,
 
 log = logging.getLogger(__name__)
 
+FLOW_CONTROL_SECONDS = 0.5
+"""How long a claimer keeps its copy of the limits before reading them again."""
+
 
 class SqlJobQueue(JobQueue):
     def __init__(self, engine: Engine, clock: Clock) -> None:
         self.engine = engine
         self.clock = clock
         self._held = threading.local()
+        self._control: tuple[float, FlowControl] | None = None
 
     @contextlib.contextmanager
     def holding(self) -> Iterator[None]:
@@ -116,11 +121,11 @@ class SqlJobQueue(JobQueue):
         command: Callable[[Job], Outcome],
     ) -> list[Job]:
         """Lock the next available jobs and run the claim command on each."""
-        control = read_flow_control(conn)
-        params = {"now": self.clock.now(), "limit": limit, **claim_filter.parameters(control)}
+        control = self._flow_control(conn)
+        params = {"now": self.clock.now(), "limit": limit, **claim_filter.parameters()}
         ids = self._take_limited(conn, limit, claim_filter, control, params)
         if len(ids) < limit:
-            query = unlimited_claim(claim_filter, control)
+            query = unlimited_claim(claim_filter)
             if is_postgres(conn):
                 query = query.with_for_update(skip_locked=True)
             params["limit"] = limit - len(ids)
@@ -158,14 +163,24 @@ class SqlJobQueue(JobQueue):
         postgres = is_postgres(conn)
         if postgres:
             conn.execute(LOCK_LIMITS.with_for_update(), params)
-        heads = [
-            h for t in claimable for h in _next_key_heads(conn, t, claim_filter, control, params)
-        ]
-        query = limited_claim(claim_filter, control, lock=postgres)
+        heads = [h for t in claimable for h in _next_key_heads(conn, t, claim_filter, params)]
+        query = limited_claim(claim_filter, lock=postgres)
         admitted = conn.execute(query, {**params, "heads": heads}).all()
         if admitted:
             _move_cursors(conn, admitted)
         return [row.id for row in admitted]
+
+    def _flow_control(self, conn: Connection) -> FlowControl:
+        """The limits in force, read at most every `FLOW_CONTROL_SECONDS`: they say which
+        types take the limited path. A stale copy is safe: the plain claim reads the limits
+        and pauses in its own statement (``NOT IN``), and the limited one reads the
+        limits it counts against, so a new limit or pause holds from its commit; a type
+        limited since the copy waits for the next read to be claimed at all."""
+        now = time.monotonic()
+        cached = self._control
+        if cached is None or now - cached[0] >= FLOW_CONTROL_SECONDS:
+            cached = self._control = (now, read_flow_control(conn))
+        return cached[1]
 
     def renew(self, worker_id: str, leases: Collection[Lease], until: datetime) -> set[str]:
         if not leases:
@@ -198,11 +213,10 @@ class SqlJobQueue(JobQueue):
         queues and types left out: their jobs are not due for it)."""
         claim_filter = ClaimFilter(job_types, queues)
         with self._transaction(write=False) as conn:
-            control = read_flow_control(conn)
             query = select(func.min(job.c.available_at)).where(
-                job.c.status == JobStatus.QUEUED.value, *claim_filter.conditions(control)
+                job.c.status == JobStatus.QUEUED.value, *claim_filter.conditions()
             )
-            due: datetime | None = conn.execute(query, claim_filter.parameters(control)).scalar()
+            due: datetime | None = conn.execute(query, claim_filter.parameters()).scalar()
             return due
 
     def expired(self, now: datetime, limit: int = 100) -> list[Lease]:
@@ -220,13 +234,12 @@ def _next_key_heads(
     conn: Connection,
     job_type: str,
     claim_filter: ClaimFilter,
-    control: FlowControl,
     params: dict[str, Any],
 ) -> list[str]:
     """The next jobs of the `KEYS_PER_CLAIM` keys of ``job_type`` that follow its cursor,
     going round to the first keys after the last one."""
     after = conn.execute(_CURSOR, {"cursor_type": job_type}).scalar() or ""
-    query = key_heads(claim_filter, control)
+    query = key_heads(claim_filter)
     rows = list(conn.execute(query, {**params, "job_type": job_type, "after": after}))
     if len(rows) < KEYS_PER_CLAIM and after:
         rows += conn.execute(query, {**params, "job_type": job_type, "after": ""})

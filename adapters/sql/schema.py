@@ -131,8 +131,8 @@ job = Table(
     Column("concurrency_key", String(200)),
     Column("retry_of", String(36)),
     Index("job_idempotency_key", "idempotency_key", unique=True),
-    Index("job_retry_of", "retry_of"),
-    Index("job_queue", "queue"),
+    # ``job_retry_of`` and ``job_queue``, partial like the claim index, are created by
+    # migration 0007 alone.
     # The claim index, partial on `status = 'queued'`, is created by migration 0003 alone:
     # declared here, its dialect options would load the PostgreSQL dialect on SQLite too.
     Index("job_type_status", "job_type", "status"),

@@ -47,6 +47,8 @@ SQLITE_TRIGGERS = [
 ]
 PROCESSING = sa.text("status = 'processing'")
 QUEUED_WITH_KEY = sa.text("status = 'queued' AND concurrency_key IS NOT NULL")
+HAS_RETRY_OF = sa.text("retry_of IS NOT NULL")
+NAMED_QUEUE = sa.text("queue <> 'default'")
 
 
 def upgrade() -> None:
@@ -56,8 +58,18 @@ def upgrade() -> None:
         )
         batch.add_column(sa.Column("concurrency_key", sa.String(200)))
         batch.add_column(sa.Column("retry_of", sa.String(36)))
-    op.create_index("job_retry_of", "job", ["retry_of"])
-    op.create_index("job_queue", "job", ["queue"])
+    # Partial: a row without a retry_of (a job in the default queue) has no entry, so the
+    # updates of a busy worker, which cannot be HOT, add nothing to these indexes.
+    op.create_index(
+        "job_retry_of",
+        "job",
+        ["retry_of"],
+        postgresql_where=HAS_RETRY_OF,
+        sqlite_where=HAS_RETRY_OF,
+    )
+    op.create_index(
+        "job_queue", "job", ["queue"], postgresql_where=NAMED_QUEUE, sqlite_where=NAMED_QUEUE
+    )
     op.create_index(
         "job_running",
         "job",
