@@ -32,8 +32,14 @@ type or schema version newer than this code) and calls the handler once per
   `BrokerUntrusted`, both `BrokerSecurityError`s, which are `BrokerRefused`). A
   commit or dead-letter send that times out is retried on the next poll (the records are
   re-delivered and dropped as duplicates) rather than stopping the consumer.
+- **Lag** (`lag()`): the records after the consumer's position in each partition it is
+  assigned — the log-end offsets (one `ListOffsets` round trip) minus its positions. Meant
+  for the metrics endpoint, which calls it from its own thread at scrape time and caches
+  it (`adapters/metrics/consumer.py`); kafka-python's consumer is not thread-safe, so every
+  call on it here holds one lock (a scrape waits for at most one poll or commit, never for
+  a handler).
 
-About 350 lines, one piece: the poll loop, the commits after the handler and the
+About 390 lines, one piece: the poll loop, the commits after the handler and the
 dead-letter path share the consumer's position and must agree on it; the dedupe and chain
 bookkeeping are apart, in `version_window`.
 """
@@ -155,6 +161,8 @@ class JobEventConsumer:
         self.security = security or KafkaSecurity()
         self._timeout_ms = max(int(connect_timeout * 1000), 100)
         self._producer: Any = None
+        self._lock = threading.RLock()  # kafka-python's consumer: one thread at a time
+        self._closed = False
         with self._translated():
             self._consumer: Any = KafkaConsumer(
                 topic,
@@ -190,7 +198,7 @@ class JobEventConsumer:
 
     def poll(self, timeout: float = 0.5) -> int:
         """One fetch: handle its records and commit them; the number of records read."""
-        with self._translated():
+        with self._lock, self._translated():
             batch: dict[Any, list[Any]] = self._consumer.poll(timeout_ms=int(timeout * 1000))
         done: dict[Any, int] = {}  # partition -> next offset to commit
         pending = list(batch.items())
@@ -264,9 +272,10 @@ class JobEventConsumer:
 
     def _rewind(self, partition: Any, offset: int, untouched: list[tuple[Any, list[Any]]]) -> None:
         """Seek back so nothing from `offset` on (nor any untouched partition) is skipped."""
-        self._consumer.seek(partition, offset)
-        for other, records in untouched:
-            self._consumer.seek(other, records[0].offset)
+        with self._lock:
+            self._consumer.seek(partition, offset)
+            for other, records in untouched:
+                self._consumer.seek(other, records[0].offset)
 
     def _commit(self, done: dict[Any, int]) -> None:
         if not done or self.group is None:
@@ -276,7 +285,7 @@ class JobEventConsumer:
 
         offsets = {p: OffsetAndMetadata(offset, "", -1) for p, offset in done.items()}
         try:
-            with self._translated():
+            with self._lock, self._translated():
                 try:
                     self._consumer.commit(offsets, timeout_ms=self._timeout_ms)
                 except CommitFailedError as error:  # the group moved the partitions on
@@ -327,11 +336,46 @@ class JobEventConsumer:
             )
         return self._producer
 
+    # ------------------------------------------------------------------ lag
+
+    def lag(self) -> dict[int, int]:
+        """Records after this consumer's position, by partition of `topic` it is assigned
+        (none before the first poll's assignment, nor once closed).
+
+        A broker round trip (`end_offsets`), so callers read it every few seconds, not per
+        poll; safe from another thread. Broker errors leave as `BrokerError`s.
+        """
+        with self._lock, self._translated():
+            if self._closed:
+                return {}
+            assigned = sorted(
+                (tp for tp in self._consumer.assignment() or () if tp.topic == self.topic),
+                key=lambda tp: tp.partition,
+            )
+            if not assigned:
+                return {}
+            # positions first: the end offsets read after them can only be further on
+            positions = {
+                tp: self._consumer.position(tp, timeout_ms=self._timeout_ms) for tp in assigned
+            }
+            ends: dict[Any, int] = self._consumer.end_offsets(assigned, timeout_ms=self._timeout_ms)
+        lags: dict[int, int] = {}
+        for tp, position in positions.items():
+            end = ends.get(tp)
+            if position is None or end is None:  # no position yet (being reset), or no answer
+                log.debug(
+                    "no lag for %s[%d]: position %s, end %s", tp.topic, tp.partition, position, end
+                )
+                continue
+            lags[tp.partition] = max(end - position, 0)
+        return lags
+
     # ------------------------------------------------------------------ close
 
     def close(self) -> None:
         """Leave the group (no commit: only handled records were ever committed)."""
-        with contextlib.suppress(JobtrailError), self._translated():
+        with self._lock, contextlib.suppress(JobtrailError), self._translated():
+            self._closed = True
             if self._producer is not None:
                 self._producer.close(timeout=self._timeout_ms / 1000)
             self._consumer.close(autocommit=False)
