@@ -63,6 +63,9 @@ class Event:
     hash_form: str | None = HASH_FORM
     """The rule the hash follows, written in the metadata: ``"jcs"`` (RFC 8785) for every
     new event; None for one decoded from an envelope hashed by the previous release."""
+    traceparent: str | None = None
+    """The W3C trace context the job was submitted in (`jobtrail.domain.tracecontext`);
+    written in the metadata only when set, so events without one hash as they always did."""
 
     @property
     def type(self) -> str:
@@ -73,13 +76,12 @@ class Event:
         return {f.name: _to_json(getattr(self, f.name)) for f in _own_fields(type(self))}
 
     def metadata(self) -> dict[str, Any]:
-        if self.hash_form is None:  # as the previous release wrote it
-            return {"actor": self.actor, "correlation_id": self.correlation_id}
-        return {
-            "actor": self.actor,
-            "correlation_id": self.correlation_id,
-            "hash_form": self.hash_form,
-        }
+        metadata: dict[str, Any] = {"actor": self.actor, "correlation_id": self.correlation_id}
+        if self.hash_form is not None:  # None: as the previous release wrote it
+            metadata["hash_form"] = self.hash_form
+        if self.traceparent is not None:
+            metadata["traceparent"] = self.traceparent
+        return metadata
 
     def envelope(self) -> dict[str, Any]:
         """The event as one JSON object: what the CLI prints and consumers receive."""
@@ -172,6 +174,7 @@ class JobQueued(Event):
 
     def changes(self) -> dict[str, Any]:
         return {
+            "traceparent": self.traceparent,  # the job's, not a column: later events inherit it
             "queue": self.queue,
             "concurrency_key": self.concurrency_key,
             "retry_of": self.retry_of,
@@ -311,8 +314,9 @@ def event_from_envelope(envelope: Mapping[Any, Any]) -> Event:
     it). ``occurred_at`` may be a `datetime` (a database row) or its ISO text (JSON); a
     missing ``metadata`` or ``position`` is allowed; metadata without ``hash_form`` is an
     event hashed by the previous release's rule (``hash_form`` None), and the event keeps
-    that rule. Raises `UnknownEventType` for a type
-    this version does not know, and `TypeError`/`ValueError` for data it cannot build from.
+    that rule; ``traceparent`` is read back when the metadata has one. Raises
+    `UnknownEventType` for a type this version does not know, and `TypeError`/`ValueError`
+    for data it cannot build from.
     """
     try:
         cls = EVENT_TYPES[envelope["type"]]
@@ -334,6 +338,7 @@ def event_from_envelope(envelope: Mapping[Any, Any]) -> Event:
         actor=metadata.get("actor", "system"),
         correlation_id=metadata.get("correlation_id"),
         hash_form=metadata.get("hash_form"),
+        traceparent=metadata.get("traceparent"),
         prev_hash=envelope["prev_hash"],
         hash=envelope["hash"],
         position=envelope.get("position"),

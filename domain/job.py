@@ -48,10 +48,12 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True)
 class Meta:
-    """Who issues a command, and the correlation id that ties it to a request."""
+    """Who issues a command, the correlation id that ties it to a request, and the W3C
+    ``traceparent`` of the request's trace (kept in the events' metadata; see `_record`)."""
 
     actor: str = "system"
     correlation_id: str | None = None
+    traceparent: str | None = None
 
 
 SYSTEM = Meta()
@@ -73,6 +75,8 @@ class Job:
     queue: str = DEFAULT_QUEUE
     concurrency_key: str | None = None
     retry_of: str | None = None
+    traceparent: str | None = None
+    """The trace context the job was submitted in (its `JobQueued`'s), if any."""
     attempt: int = 0
     progress: int = 0
     worker_id: str | None = None
@@ -309,12 +313,15 @@ class Job:
             )
 
     def _record(self, cls: type[Event], now: datetime, meta: Meta, **fields: Any) -> Outcome:
+        # Every event of a job carries the job's trace context unless the command brings
+        # its own: a worker's events join the trace the job was submitted in.
         event = cls.new(
             job_id=self.id,
             version=self.version + 1,
             occurred_at=now,
             actor=meta.actor,
             correlation_id=meta.correlation_id,
+            traceparent=meta.traceparent or self.traceparent,
             prev_hash=self.last_hash,
             **fields,
         )

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from jobtrail.domain import limits
+from jobtrail.domain import limits, tracecontext
 from jobtrail.domain.errors import (
     CommandRejected,
     ConcurrencyConflict,
@@ -311,11 +311,13 @@ def check_spec(spec: JobSpec, where: str = "") -> None:
 
 def check_meta(meta: Meta) -> None:
     """Who issues a command: an actor and an optional correlation id, each 1-200 characters
-    both backends store (they are written in every event's metadata)."""
+    both backends store, and an optional W3C traceparent (they are written in every event's
+    metadata)."""
     if not isinstance(meta, Meta):
         raise InvalidField(field="meta", reason=f"must be a Meta, not a {type(meta).__name__}")
     limits.ACTOR.check(meta.actor, "meta.actor")
     limits.check_optional(limits.CORRELATION_ID, meta.correlation_id, "meta.correlation_id")
+    tracecontext.check_optional(meta.traceparent, "meta.traceparent")
 
 
 def check_payload(payload: object, where: str = "payload") -> None:

@@ -2,7 +2,8 @@
 
 key = job id (UTF-8), so all of a job's events land on one partition in version order;
 value = the event's JSON envelope (`Event.envelope()`), UTF-8; headers repeat the type, the
-schema version and the event id so consumers can route or drop records without parsing.
+schema version and the event id so consumers can route or drop records without parsing, and
+the W3C ``traceparent`` of the job's trace when it has one (the header tracing libraries read).
 `encode` builds the record of an `Event` (the relay's records are built by the database in
 the same layout, see `relay_source`); consumers and replay decode with `decode`.
 """
@@ -25,6 +26,7 @@ from jobtrail.domain.events import (
 HEADER_TYPE = "event_type"
 HEADER_SCHEMA_VERSION = "schema_version"
 HEADER_EVENT_ID = "event_id"
+HEADER_TRACEPARENT = "traceparent"
 
 _REQUIRED = {
     "event_id": str,
@@ -69,17 +71,28 @@ def encode(event: Event) -> Record:
         str(event.schema_version).encode(),
         event.event_id.encode(),
         _dumps(event.envelope()).encode(),
+        None if event.traceparent is None else event.traceparent.encode(),
     )
 
 
-def record(key: bytes, type: bytes, schema_version: bytes, event_id: bytes, value: bytes) -> Record:
+def record(
+    key: bytes,
+    type: bytes,
+    schema_version: bytes,
+    event_id: bytes,
+    value: bytes,
+    traceparent: bytes | None = None,
+) -> Record:
     """The record of an event given as UTF-8 parts: the job id, the header values, and
-    the envelope. The relay reads them so from the database (`relay_source`)."""
+    the envelope. The relay reads them so from the database (`relay_source`). The
+    ``traceparent`` header is there only when the event's metadata has one."""
     headers = [
         (HEADER_TYPE, type),
         (HEADER_SCHEMA_VERSION, schema_version),
         (HEADER_EVENT_ID, event_id),
     ]
+    if traceparent is not None:
+        headers.append((HEADER_TRACEPARENT, traceparent))
     return Record(key, value, headers)
 
 

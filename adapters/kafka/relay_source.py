@@ -61,6 +61,8 @@ class _Dialect:
     """`occurred_at` in `utc_iso`'s form."""
     json_text: str
     """A JSON column as text."""
+    traceparent: str
+    """The metadata's ``traceparent`` as text, NULL when it has none (the record's header)."""
     as_bytes: str
     """Text as UTF-8 bytes: the record's parts arrive ready to send."""
 
@@ -75,6 +77,7 @@ class _Dialect:
                 literal_column(b("CAST(schema_version AS TEXT)")),
                 literal_column(b("event_id")),
                 literal_column(b(f"({value})")),
+                literal_column(b(self.traceparent)),
             )
             .where(E.position > bindparam("after"))
             .order_by(E.position)
@@ -89,6 +92,7 @@ DIALECTS = {
             """to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
         ),
         json_text="{}::text",
+        traceparent="metadata->>'traceparent'",
         as_bytes="convert_to({}, 'UTF8')",
     ),
     # SQLite holds UTC as "YYYY-MM-DD HH:MM:SS.ffffff" (see schema.UtcDateTime), JSON as text
@@ -96,6 +100,7 @@ DIALECTS = {
         quote="json_quote({})",
         occurred_at="replace(occurred_at, ' ', 'T') || '+00:00'",
         json_text="{}",
+        traceparent="json_extract(metadata, '$.traceparent')",
         as_bytes="CAST({} AS BLOB)",
     ),
 }

@@ -8,6 +8,9 @@ the report the throttle held back last goes right before the `Finished`
 never raises, so a processor cannot end its thread. Should a thread die anyway (a bug of
 ours, an interpreter in trouble), the main loop notices (`check`): the job it held fails
 through the same `fail` path, and another thread takes its place.
+
+With OpenTelemetry installed, each attempt runs inside its own span, a child of the trace
+the job was submitted in (`tracing`).
 """
 
 from __future__ import annotations
@@ -27,10 +30,12 @@ from jobtrail.processors.engine.failures import (
     THREAD_DIED,
     checked_result,
     failure_of,
+    log_fields,
     safe_text,
     type_name_of,
 )
 from jobtrail.processors.engine.outcomes import Finished, Progressed, Reported, Running
+from jobtrail.processors.engine.tracing import AttemptTracer
 from jobtrail.processors.registry import Registry
 
 log = logging.getLogger("jobtrail.worker")
@@ -57,6 +62,8 @@ class ProcessorThreads:
         self._holding: dict[int, Running] = {}
         """The job each thread (by its number) is running."""
         self._stopping = False
+        self.tracer = AttemptTracer()
+        """One span per attempt when OpenTelemetry is installed (imported once, here)."""
 
     # ------------------------------------------------------------------ the pool
 
@@ -75,6 +82,13 @@ class ProcessorThreads:
                 log.error(
                     "the thread running job %s died; failing the job, starting another thread",
                     lost.job.id,
+                    extra=log_fields(
+                        lost.job.id,
+                        "thread_died",
+                        job_type=lost.job.job_type,
+                        attempt=lost.job.attempt,
+                        error=THREAD_DIED,
+                    ),
                 )
                 self.done.put(_lost(lost, THREAD_DIED))
             else:
@@ -134,14 +148,19 @@ class ProcessorThreads:
     def process(self, running: Running) -> Finished:
         """Run one attempt; whatever the processor does becomes a `Finished`. Never raises."""
         try:
-            return self._attempt(running)
+            return self.tracer.run(running.job, lambda: self._attempt(running))
         except BaseException:  # noqa: BLE001 - the last line: a failure made in advance
             return _lost(running, LOST)
 
     def _attempt(self, running: Running) -> Finished:
         job, ctx = running.job, running.ctx
         processor = self.registry.get(job.job_type)
-        log.info("started job %s (%s)", job.id, job.job_type)
+        log.info(
+            "started job %s (%s)",
+            job.id,
+            job.job_type,
+            extra=log_fields(job.id, "attempt_started", job_type=job.job_type, attempt=job.attempt),
+        )
         started = time.monotonic()
         try:
             if processor is None:  # unknown types are failed at claim time; never here
@@ -171,7 +190,15 @@ class ProcessorThreads:
 
     def _failed(self, job: Job, error: JobError, started: float, raised_at: float) -> Finished:
         elapsed = raised_at - started
-        log.info("job %s failed after %.2f s: %s", job.id, elapsed, error.message)
+        log.info(
+            "job %s failed after %.2f s: %s",
+            job.id,
+            elapsed,
+            error.message,
+            extra=log_fields(
+                job.id, "attempt_failed", job_type=job.job_type, attempt=job.attempt, error=error
+            ),
+        )
         return Finished(job.id, job.attempt, elapsed, error=error, raised_at=raised_at)
 
 
