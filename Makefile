@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck-tree bench clean
+.PHONY: demo test lint typecheck-tree bench clean browser
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,15 @@ typecheck-tree:
 	for f in jobtrail/*; do ln -s "$$PWD/$$f" build/typecheck/$$f; done
 	for d in domain adapters processors projections; do ln -s "$$PWD/$$d" build/typecheck/jobtrail/$$d; done
 
-test: lint $(NODE_DIR)/node_modules/.installed
+# Debian's headless Chromium for the dashboard's browser test (tests/integration/
+# test_dashboard_browser.py), installed when missing where apt-get is (CI runs as root).
+browser:
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then \
+		apt-get install -y --no-install-recommends chromium chromium-driver \
+		|| { apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver; }; \
+	fi
+
+test: lint $(NODE_DIR)/node_modules/.installed browser
 	$(BIN)/pytest -q
 
 bench: $(BIN)/.installed
