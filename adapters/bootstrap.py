@@ -14,7 +14,7 @@ engine, the event store, the read model, the domain service), cosmicpython's boo
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -129,14 +129,19 @@ class Jobtrail:
         queue: str = DEFAULT_QUEUE,
         concurrency_key: str | None = None,
         meta: Meta = SYSTEM,
+        traceparent: str | None = None,
     ) -> str:
         """Queue a job; returns its id (the known job's id for a repeated idempotency key).
 
         ``payload=None`` means ``{}``; anything else must be a JSON object. ``queue`` is the
         named queue it waits in (workers serve chosen queues); ``concurrency_key`` is what a
-        per-key limit counts (a customer, a tenant). Every field is checked against
+        per-key limit counts (a customer, a tenant). ``traceparent`` (W3C Trace Context, or
+        ``meta.traceparent``) is the submitter's trace: kept in the job's events and Kafka
+        headers, and the parent of each attempt's span. Every field is checked against
         `jobtrail.domain.limits` before anything is written.
         """
+        if traceparent is not None and isinstance(meta, Meta):
+            meta = replace(meta, traceparent=traceparent)
         payload = {} if payload is None else payload
         spec = JobSpec(
             job_type,

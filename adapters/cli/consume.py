@@ -2,23 +2,29 @@
 
 Without `--group` it reads every partition without a consumer group and commits nothing
 (a look at the topic); with `--group` it commits after each printed batch, so the next run
-of the same group goes on where this one stopped.
+of the same group goes on where this one stopped. With `--metrics-port` it serves its lag
+(`jobtrail_consumer_lag_records`, docs/metrics.md) while it runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobtrail.adapters.cli.args import stop_on_signals
+from jobtrail.adapters.cli.logs import summary
 from jobtrail.adapters.kafka.codec import RawEvent
 from jobtrail.adapters.kafka.consumer import JobEventConsumer
 from jobtrail.adapters.kafka.security import KafkaSecurity
 from jobtrail.domain.events import Event
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 
 def cmd_consume(args: argparse.Namespace) -> int:
@@ -32,19 +38,44 @@ def cmd_consume(args: argparse.Namespace) -> int:
     logging.getLogger("kafka").setLevel(logging.DEBUG if args.verbose else logging.CRITICAL)
     show = print_json_line if args.json else print_line
     stopping = threading.Event()
-    with JobEventConsumer(
-        show,
-        bootstrap=args.kafka,
-        topic=args.topic,
-        group=args.group,
-        from_beginning=args.from_beginning,
-        connect_timeout=args.connect_timeout,
-        security=security,
-    ) as consumer:
+    with contextlib.ExitStack() as stack:  # unwound in reverse: collector, consumer, endpoint
+        registry = serve_metrics(args, stack)  # a port in use: one line, nothing read
+        consumer = stack.enter_context(
+            JobEventConsumer(
+                show,
+                bootstrap=args.kafka,
+                topic=args.topic,
+                group=args.group,
+                from_beginning=args.from_beginning,
+                connect_timeout=args.connect_timeout,
+                security=security,
+            )
+        )
+        if registry is not None:
+            from jobtrail.adapters.metrics.consumer import ConsumerLagCollector
+
+            collector = ConsumerLagCollector(consumer)
+            registry.register(collector)
+            stack.callback(registry.unregister, collector)  # before the consumer closes
         stop_on_signals(stopping.set)
         stats = consumer.run(until_idle=args.until_idle, stop=stopping)
-    sys.stderr.write(stats.summary() + "\n")
+    summary(stats.summary())
     return 0
+
+
+def serve_metrics(
+    args: argparse.Namespace, stack: contextlib.ExitStack
+) -> CollectorRegistry | None:
+    """`--metrics-port`: the endpoint, started before the consumer connects (stopped by
+    ``stack``), and its registry; without the option, neither (no prometheus_client loaded)."""
+    if args.metrics_port is None:
+        return None
+    from jobtrail.adapters.metrics.server import serve
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    stack.callback(serve(registry, args.metrics_port, args.metrics_host).stop)
+    return registry
 
 
 def envelope_of(event: Event | RawEvent) -> dict[str, Any]:

@@ -29,7 +29,7 @@ def cmd_submit(trail: Jobtrail, args: argparse.Namespace) -> int:
         idempotency_key=args.idempotency_key,
         queue=args.queue,
         concurrency_key=args.concurrency_key,
-        meta=Meta(actor=args.actor),
+        meta=Meta(actor=args.actor, traceparent=args.traceparent),
     )
     print(job_id)
     if args.wait:  # the id first: the caller knows it even if the wait times out

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from jobtrail.adapters.cli import audit as cli_audit
+from jobtrail.adapters.cli import logs
 from jobtrail.adapters.cli import schedule as cli_schedule
 from jobtrail.adapters.cli.args import (
     CONCURRENCY,
@@ -37,6 +39,7 @@ from jobtrail.adapters.cli.args import (
     seconds,
     whole,
 )
+from jobtrail.adapters.cli.logs import add_log_format, failure
 from jobtrail.adapters.config import Settings
 from jobtrail.domain import limits
 from jobtrail.domain.errors import JobtrailError
@@ -47,9 +50,11 @@ if TYPE_CHECKING:
 
 DESCRIPTION = "jobtrail: an event-sourced state machine for background jobs."
 
-LONG_RUNNING = frozenset({"worker", "reap", "relay", "scheduler"})
+LONG_RUNNING = frozenset({"worker", "reap", "relay", "scheduler", "web", "metrics"})
 """Commands that log what they do at INFO; the others log warnings only."""
-READ_ONLY = frozenset({"jobs", "show", "history", "stats", "replay", "export", "queues"})
+LOG_FORMAT_COMMANDS = LONG_RUNNING | {"consume"}
+"""Commands that take `--log-format` after their name too (it is a root option as well)."""
+READ_ONLY = frozenset({"jobs", "show", "history", "stats", "replay", "export", "queues", "metrics"})
 """Commands that only read the database: on SQLite they open it read-only."""
 
 
@@ -86,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args)
     except JobtrailError as error:
-        print(f"jobtrail: error: {error}", file=sys.stderr)
+        failure(f"jobtrail: error: {error}")  # one line: plain, or JSON with --log-format json
         return 1
 
 
@@ -110,15 +115,7 @@ def with_trail(
 
 
 def configure_logging(args: argparse.Namespace) -> None:
-    import logging  # here: `--help` and usage errors exit before any logging is needed
-
-    quiet = logging.INFO if args.command in LONG_RUNNING else logging.WARNING
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else quiet,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for chatty in ("transitions", "kafka"):
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+    logs.configure_logging(args, info=args.command in LONG_RUNNING)
 
 
 # ------------------------------------------------------------------------ the parser
@@ -135,6 +132,7 @@ def parser() -> argparse.ArgumentParser:
         f"{Settings.from_env().database_url})",
     )
     root.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    add_log_format(root, root=True)
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_db_commands(commands)
     add_job_commands(commands)
@@ -143,9 +141,12 @@ def parser() -> argparse.ArgumentParser:
     add_kafka_commands(commands)
     cli_audit.add_commands(commands)  # builds its parser from the standard library too
     cli_schedule.add_commands(commands)  # so does this one
+    add_web_command(commands)
     commands.add_parser(
         "demo", help="a mixed batch of jobs run by workers, end to end"
     ).set_defaults(handler=cli("demo:cmd_demo"))
+    for name in sorted(LOG_FORMAT_COMMANDS & set(commands.choices)):
+        add_log_format(commands.choices[name])  # `jobtrail worker --log-format json` too
     return root
 
 
@@ -187,6 +188,12 @@ def add_job_commands(commands: Any) -> None:
         help="what a per-key limit counts (a customer, a tenant; see `limit set --per-key`)",
     )
     submit.add_argument("--actor", default="cli", help="who submits (recorded in the event)")
+    submit.add_argument(
+        "--traceparent",
+        metavar="TRACEPARENT",
+        help="the W3C trace context of the request (00-<32 hex>-<16 hex>-<2 hex>): kept in "
+        "the job's events and Kafka headers, the parent of each attempt's span",
+    )
     submit.add_argument(
         "--wait",
         action="store_true",
@@ -304,6 +311,7 @@ def add_worker_commands(commands: Any) -> None:
         help="also run the Kafka relay in this process (small deployments)",
     )
     add_relay_options(worker)
+    add_metrics_options(worker)
     worker.add_argument(
         "--no-scheduler",
         dest="scheduler",
@@ -316,6 +324,71 @@ def add_worker_commands(commands: Any) -> None:
     reap.add_argument("--once", action="store_true", help="one pass, then exit")
     reap.add_argument("--interval", type=positive_float, default=1.0, help="seconds")
     reap.set_defaults(handler=cli("worker:cmd_reap"))
+
+    metrics = commands.add_parser(
+        "metrics", help="serve queue-wide Prometheus gauges read from the database"
+    )
+    metrics.add_argument("--port", type=whole(METRICS_PORT), default=9808, help="default 9808")
+    metrics.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    metrics.add_argument(
+        "--interval",
+        type=positive_float,
+        default=5.0,
+        metavar="SECONDS",
+        help="read the database at most this often; scrapes in between share a read "
+        "(default %(default)g)",
+    )
+    metrics.add_argument(
+        "--lease-window",
+        type=positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="leases ending within this count as expiring (default %(default)g)",
+    )
+    metrics.add_argument("--once", action="store_true", help="print the gauges once and exit")
+    metrics.set_defaults(handler=cli("metrics:cmd_metrics"))
+
+
+METRICS_PORT = limits.Whole(1, 65_535)
+
+
+def add_metrics_options(parser: Any) -> None:
+    """`worker`, `relay` and `consume`: a Prometheus endpoint (docs/metrics.md)."""
+    parser.add_argument(
+        "--metrics-port",
+        type=whole(METRICS_PORT),
+        metavar="PORT",
+        help="serve Prometheus metrics on this port (default: no metrics)",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address the metrics port listens on (default %(default)s)",
+    )
+
+
+WEB_PORT = limits.Whole(1, 65_535)
+
+
+def add_web_command(commands: Any) -> None:
+    """`web`: the dashboard (docs/dashboard.md), read-only unless actions are allowed."""
+    web = commands.add_parser("web", help="the web dashboard: jobs, timelines, charts")
+    web.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default %(default)s)"
+    )
+    web.add_argument("--port", type=whole(WEB_PORT), default=8080, help="default 8080")
+    web.add_argument(
+        "--allow-actions",
+        action="store_true",
+        help="offer cancel and retry, as POST forms that must carry the token",
+    )
+    web.add_argument(
+        "--token",
+        default=os.environ.get("JOBTRAIL_WEB_TOKEN") or None,
+        help="the token actions need (env JOBTRAIL_WEB_TOKEN, which `ps` does not show)",
+    )
+    web.set_defaults(handler=cli("web:cmd_web"))
 
 
 def add_flow_commands(commands: Any) -> None:
@@ -369,6 +442,7 @@ def add_kafka_commands(commands: Any) -> None:
     relay.add_argument(
         "--until-caught-up", action="store_true", help="exit once every event is published"
     )
+    add_metrics_options(relay)
     relay.set_defaults(handler=cli("relay:cmd_relay"))
 
     consume = commands.add_parser("consume", help="print the job events on the Kafka topic")
@@ -393,6 +467,7 @@ def add_kafka_commands(commands: Any) -> None:
         metavar="SECONDS",
         help="give up on an unreachable broker after this long (default %(default)s)",
     )
+    add_metrics_options(consume)
     consume.set_defaults(handler=cli("consume:cmd_consume", database=False))
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
 from jobtrail.adapters.bootstrap import Jobtrail
 from jobtrail.adapters.cli.args import stop_on_signals
+from jobtrail.adapters.cli.logs import summary
+from jobtrail.adapters.cli.metrics import relay_metrics
 from jobtrail.adapters.kafka.publisher import KafkaSettings
 from jobtrail.adapters.kafka.relay import Relay, RelaySettings
 from jobtrail.adapters.kafka.security import KafkaSecurity
@@ -35,8 +36,13 @@ def relay_from_args(trail: Jobtrail, args: argparse.Namespace) -> Relay:
 
 def cmd_relay(trail: Jobtrail, args: argparse.Namespace) -> int:
     relay = relay_from_args(trail, args)
+    endpoint = relay_metrics(trail, args)  # a port in use: one line, nothing published
     stop_on_signals(relay.stop)
-    relay.run(until_caught_up=args.until_caught_up)
+    try:
+        relay.run(until_caught_up=args.until_caught_up)
+    finally:
+        if endpoint:
+            endpoint.stop()
     _, position, _ = relay.positions.holder()
-    print(f"relay stopped at position {position}", file=sys.stderr)
+    summary(f"relay stopped at position {position}")
     return 0

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -152,7 +151,9 @@ def cmd_scheduler(trail: Jobtrail, args: argparse.Namespace) -> int:
         loop = schedules.loop(args.interval)
         stop_on_signals(loop.stopping.set)
         created = loop.run()
-    print(f"enqueued {created} job(s)", file=sys.stderr)
+    from jobtrail.adapters.cli.logs import summary  # plain, or JSON with --log-format json
+
+    summary(f"enqueued {created} job(s)")
     return 0
 
 

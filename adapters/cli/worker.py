@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -12,6 +11,8 @@ from typing import TYPE_CHECKING
 from jobtrail.adapters.bootstrap import Jobtrail
 from jobtrail.adapters.cli.app import load_registry
 from jobtrail.adapters.cli.args import stop_on_signals
+from jobtrail.adapters.cli.logs import summary
+from jobtrail.adapters.cli.metrics import worker_metrics
 from jobtrail.domain import limits
 from jobtrail.processors.engine.worker import WorkerSettings
 from jobtrail.processors.registry import Registry, default_registry
@@ -28,7 +29,8 @@ def cmd_worker(trail: Jobtrail, args: argparse.Namespace) -> int:
     for queue in sorted(args.queues or ()):
         limits.QUEUE.check(queue, "--queues")
     registry = processors(args.app)  # before anything is claimed: a bad --app claims nothing
-    worker = trail.worker(settings_from(args), registry)
+    observer, endpoint = worker_metrics(trail, args)  # a port in use: one line, nothing claimed
+    worker = trail.worker(settings_from(args), registry, observer=observer)
     stop_on_signals(worker.stop)
     beside = start_relay(trail, args, on_exit=worker.stop) if args.relay else None
     scheduler = trail.schedules().loop().start() if args.scheduler else None  # cron ticks
@@ -41,12 +43,13 @@ def cmd_worker(trail: Jobtrail, args: argparse.Namespace) -> int:
             relay, thread = beside
             relay.stop(drain=args.until_empty)
             thread.join()
+        if endpoint:
+            endpoint.stop()
     if beside and beside[0].failure is not None:  # a relay that never worked: one line, exit 1
         raise beside[0].failure
-    print(
+    summary(
         f"claimed {stats.claimed}, completed {stats.completed}, failed {stats.failed}, "
-        f"retries scheduled {stats.retried}, reaped {stats.reaped}",
-        file=sys.stderr,
+        f"retries scheduled {stats.retried}, reaped {stats.reaped}"
     )
     return 0
 
@@ -98,5 +101,5 @@ def cmd_reap(trail: Jobtrail, args: argparse.Namespace) -> int:
     total = reaper.reap_once()
     while not args.once and not stopping.wait(args.interval):
         total += reaper.reap_once()
-    print(f"reaped {total} job(s)", file=sys.stderr)
+    summary(f"reaped {total} job(s)")
     return 0

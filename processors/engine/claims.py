@@ -13,6 +13,8 @@ from jobtrail.domain.errors import UnknownJobType
 from jobtrail.domain.job import Job, Meta, Outcome
 from jobtrail.domain.ports import Clock
 from jobtrail.domain.services import JobService
+from jobtrail.processors.engine.failures import log_fields
+from jobtrail.processors.engine.observer import NO_OBSERVER, WorkerObserver
 from jobtrail.processors.engine.outcomes import Running
 from jobtrail.processors.engine.runner import ProcessorThreads
 from jobtrail.processors.engine.settings import WorkerSettings, WorkerStats
@@ -37,6 +39,7 @@ class Claims:
         held: dict[str, Running],
         threads: ProcessorThreads,
         stats: WorkerStats,
+        observer: WorkerObserver = NO_OBSERVER,
     ) -> None:
         self.registry = registry
         self.service = service
@@ -47,6 +50,7 @@ class Claims:
         self.held = held
         self.threads = threads
         self.stats = stats
+        self.observer = observer
 
     def room(self, finishing: int, typical_run: float | None) -> int:
         """How many jobs to claim, with ``finishing`` of the held ones about to be written."""
@@ -61,8 +65,13 @@ class Claims:
     def start_or_refuse(self, job: Job) -> Outcome:
         """The claim command: start a job we can run, fail one no processor handles."""
         if self.registry.get(job.job_type) is None:
-            log.warning("job %s has unknown type %r", job.id, job.job_type)
             error = UnknownJobType(f"unknown job type {job.job_type!r}")
+            log.warning(
+                "job %s has unknown type %r",
+                job.id,
+                job.job_type,
+                extra=log_fields(job.id, "unknown_type", job_type=job.job_type, error=error),
+            )
             return job.fail(
                 error, None, now=self.clock.now(), policy=self.service.policy, meta=self.meta
             )
@@ -78,7 +87,21 @@ class Claims:
                 running = Running(job, self.threads.context_for(job), time.monotonic())
                 self.held[job.id] = running
                 todo.put(running)
+                self.observer.started(job)
             else:
-                log.info("job %s marked failed: %s", job.id, job.error_message)
+                log.info(
+                    "job %s marked failed: %s",
+                    job.id,
+                    job.error_message,
+                    extra=log_fields(
+                        job.id,
+                        "JobFailed",
+                        job_type=job.job_type,
+                        error_code=job.error_code,
+                        error_category=job.error_category,
+                        error_message=job.error_message,
+                    ),
+                )
                 self.stats.failed += 1
+                self.observer.refused(job)
         self.stats.claimed += len(claimed)

@@ -255,3 +255,39 @@ def _retry_after(value: Any) -> float | None:
 def _cut(text: str, limit: int, length: int) -> str:
     tail = f"… ({length:,} characters in all)"
     return text[: max(limit - len(tail), 0)] + tail
+
+
+MAX_LOGGED_MESSAGE = 1_000
+"""An error message in a log line's ``error_message`` (the event keeps it whole)."""
+
+
+def log_fields(
+    job_id: str,
+    event: str,
+    *,
+    job_type: str | None = None,
+    attempt: int | None = None,
+    error: JobError | None = None,
+    error_code: str | None = None,
+    error_category: str | None = None,
+    error_message: str | None = None,
+) -> dict[str, Any]:
+    """The ``extra=`` of a log line about one job: the fields `--log-format json` writes
+    (`jobtrail.adapters.cli.logs.JOB_FIELDS`). ``event`` is the event type recorded
+    (``JobFailed``) or what happened (``attempt_started``); an ``error`` gives the error
+    fields. Fields left None are not written."""
+    if error is not None:
+        error_code, error_category = error.code, error.category.value
+        error_message = error.message
+    fields = {
+        "job_id": job_id,
+        "event": event,
+        "job_type": job_type,
+        "attempt": attempt,
+        "error_code": error_code,
+        "error_category": error_category,
+        "error_message": None
+        if error_message is None
+        else bounded(error_message, MAX_LOGGED_MESSAGE),
+    }
+    return {name: value for name, value in fields.items() if value is not None}

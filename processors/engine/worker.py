@@ -29,6 +29,8 @@ from jobtrail.domain.job import Meta
 from jobtrail.domain.ports import Clock, JobQueue, Lease, SystemClock
 from jobtrail.domain.services import JobService
 from jobtrail.processors.engine.claims import Claims
+from jobtrail.processors.engine.failures import log_fields
+from jobtrail.processors.engine.observer import NO_OBSERVER, WorkerObserver
 from jobtrail.processors.engine.outcomes import Finished, Reported, Running
 from jobtrail.processors.engine.patience import BACKOFF_MIN, DatabaseRefusesWrites, Patience
 from jobtrail.processors.engine.reaper import Reaper
@@ -66,6 +68,7 @@ class Worker:
         *,
         worker_id: str | None = None,
         clock: Clock | None = None,
+        observer: WorkerObserver = NO_OBSERVER,
     ) -> None:
         self.service = service
         self.queue = queue_
@@ -87,7 +90,9 @@ class Worker:
         self._threads = ProcessorThreads(
             registry, self._todo, self._done, settings.concurrency, settings.progress_seconds
         )
-        self._writer = OutcomeWriter(service, self._running, self.stats, self.clock, self.meta)
+        self._writer = OutcomeWriter(
+            service, self._running, self.stats, self.clock, self.meta, observer
+        )
         self._claims = Claims(
             registry,
             service,
@@ -98,6 +103,7 @@ class Worker:
             self._running,
             self._threads,
             self.stats,
+            observer,
         )
         self._patience = Patience(settings.give_up_seconds)
         self._claim_next = False
@@ -215,9 +221,9 @@ class Worker:
         for job_id, item in finished.items():
             if job_id not in results:
                 continue  # carried to the next turn
-            self._running.pop(job_id, None)
+            running = self._running.pop(job_id, None)
             writer.stale.discard(job_id)
-            writer.report(item, results[job_id], committed)
+            writer.report(item, results[job_id], committed, running)
         self._claims.take(claimed, self._todo)
         if stuck is not None:
             raise stuck
@@ -257,7 +263,16 @@ class Worker:
             if lease.job_id not in held:
                 running = self._running[lease.job_id]
                 if not running.ctx.cancelled:
-                    log.warning("job %s: lease lost (cancelled or taken over)", lease.job_id)
+                    log.warning(
+                        "job %s: lease lost (cancelled or taken over)",
+                        lease.job_id,
+                        extra=log_fields(
+                            lease.job_id,
+                            "lease_lost",
+                            job_type=running.job.job_type,
+                            attempt=lease.attempt,
+                        ),
+                    )
                     running.ctx.cancel()
 
     # ------------------------------------------------------------------ stopping

@@ -28,7 +28,8 @@ from jobtrail.domain.errors import (
 from jobtrail.domain.job import Job, Meta, Outcome
 from jobtrail.domain.ports import Append, Clock
 from jobtrail.domain.services import Command, JobService
-from jobtrail.processors.engine.failures import type_name_of, unstorable
+from jobtrail.processors.engine.failures import log_fields, type_name_of, unstorable
+from jobtrail.processors.engine.observer import NO_OBSERVER, WorkerObserver
 from jobtrail.processors.engine.outcomes import Finished, Progressed, Reported, Running
 from jobtrail.processors.engine.settings import WorkerStats
 
@@ -46,6 +47,7 @@ class OutcomeWriter:
         stats: WorkerStats,
         clock: Clock,
         meta: Meta,
+        observer: WorkerObserver = NO_OBSERVER,
     ) -> None:
         self.service = service
         self.held = held
@@ -53,6 +55,7 @@ class OutcomeWriter:
         self.stats = stats
         self.clock = clock
         self.meta = meta
+        self.observer = observer
         self.carry: list[Reported] = []
         """Outcomes a failed turn could not write, first in line for the next one."""
         self.stale: set[str] = set()
@@ -125,6 +128,7 @@ class OutcomeWriter:
             job.id,
             type_name_of(error),
             "; failing it instead" if item else "; progress report(s) dropped",
+            extra=log_fields(job.id, "outcome_unrecordable", job_type=job.job_type),
         )
         if item is None:
             steps[job.id] = []
@@ -135,7 +139,11 @@ class OutcomeWriter:
         try:
             outcome = command(job)
         except Exception as again:  # noqa: BLE001 - let go: the reaper fails the job
-            log.error("job %s: not even a failure could be recorded; letting it go", job.id)
+            log.error(
+                "job %s: not even a failure could be recorded; letting it go",
+                job.id,
+                extra=log_fields(job.id, "outcome_dropped", job_type=job.job_type),
+            )
             steps[job.id] = []
             return again
         steps[job.id], finished[job.id] = [command], stand_in
@@ -208,7 +216,10 @@ class OutcomeWriter:
             written = written or results[job_id] is Outcome.RECORDED
             finished[job_id] = stand_in
             log.warning(
-                "job %s: its outcome could not be stored (%s); failed instead", job_id, refusal
+                "job %s: its outcome could not be stored (%s); failed instead",
+                job_id,
+                refusal,
+                extra=log_fields(job_id, "outcome_unstorable", error=stand_in.error),
             )
         for job_id, second in undone.items():
             if not written:
@@ -220,6 +231,7 @@ class OutcomeWriter:
                 "dropped: the reaper fails or retries the job once its lease ends",
                 job_id,
                 second,
+                extra=log_fields(job_id, "outcome_dropped"),
             )
         self.carry = [item for item in items if item.job_id in carried]
         return results, bool(carried) and not written
@@ -229,15 +241,26 @@ class OutcomeWriter:
         if running is not None:
             running.job.pending.clear()
 
-    def report(self, item: Finished, result: Outcome | Exception, committed: float) -> None:
-        """Count and log what was recorded for a finished job."""
+    def report(
+        self,
+        item: Finished,
+        result: Outcome | Exception,
+        committed: float,
+        running: Running | None = None,
+    ) -> None:
+        """Count and log what was recorded for a finished job (``running``: the job as held,
+        for its type)."""
         typical = item.elapsed if self.typical_run is None else self.typical_run
         self.typical_run = 0.9 * typical + 0.1 * item.elapsed
         decided = self.decided.pop(item.job_id, None)
         if isinstance(result, Exception):
             self.stats.absorbed += 1
             log.warning(
-                "job %s: outcome of attempt %d dropped: %s", item.job_id, item.attempt, result
+                "job %s: outcome of attempt %d dropped: %s",
+                item.job_id,
+                item.attempt,
+                result,
+                extra=log_fields(item.job_id, "outcome_dropped", attempt=item.attempt),
             )
             return
         if result is Outcome.ALREADY_FINISHED:
@@ -246,20 +269,59 @@ class OutcomeWriter:
                 "job %s had already finished; outcome of attempt %d dropped",
                 item.job_id,
                 item.attempt,
+                extra=log_fields(item.job_id, "already_finished", attempt=item.attempt),
             )
             return
+        job_type = running.job.job_type if running is not None else ""
         if item.error is None:
             self.stats.completed += 1
-            log.info("job %s completed after %.2f s", item.job_id, item.elapsed)
+            self.observer.completed(job_type, item.elapsed)
+            log.info(
+                "job %s completed after %.2f s",
+                item.job_id,
+                item.elapsed,
+                extra=log_fields(
+                    item.job_id, "JobCompleted", job_type=job_type or None, attempt=item.attempt
+                ),
+            )
             return
-        self.stats.failure_latencies.append(committed - item.raised_at)
+        latency = committed - item.raised_at
+        self.stats.failure_latencies.append(latency)
         status, available_at = decided or ("failed", None)
+        self.observer.failed(
+            job_type,
+            item.error,
+            retried=status == "queued",
+            run_seconds=item.elapsed,
+            committed_after=latency,
+        )
         if status == "queued":
             self.stats.retried += 1
-            log.info("job %s scheduled for retry at %s", item.job_id, available_at)
+            log.info(
+                "job %s scheduled for retry at %s",
+                item.job_id,
+                available_at,
+                extra=log_fields(
+                    item.job_id,
+                    "JobRetryScheduled",
+                    job_type=job_type or None,
+                    attempt=item.attempt,
+                    error=item.error,
+                ),
+            )
         else:
             self.stats.failed += 1
-            log.info("job %s marked failed", item.job_id)
+            log.info(
+                "job %s marked failed",
+                item.job_id,
+                extra=log_fields(
+                    item.job_id,
+                    "JobFailed",
+                    job_type=job_type or None,
+                    attempt=item.attempt,
+                    error=item.error,
+                ),
+            )
 
 
 def chain(commands: list[Command]) -> Callable[[Job], Outcome]:
