@@ -17,7 +17,6 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from jobtrail.adapters.sql.flow_control import FlowControl
 from jobtrail.adapters.sql.schema import UtcDateTime, job, job_limit, job_pause
 from jobtrail.domain.status import JobStatus
 from sqlalchemy import (
@@ -31,7 +30,7 @@ from sqlalchemy import (
     text,
 )
 
-QUEUED, PROCESSING = JobStatus.QUEUED.value, JobStatus.PROCESSING.value
+QUEUED = JobStatus.QUEUED.value
 CLAIM_ORDER = (job.c.priority.desc(), job.c.available_at, job.c.id)
 
 
@@ -74,9 +73,10 @@ class ClaimFilter:
     def parameters(self) -> dict[str, Any]:
         return {"types": sorted(self.job_types or ()), "queues": sorted(self.queues or ())}
 
-    def limited_types(self, control: FlowControl) -> list[str]:
-        """The limited types this worker may claim (paused ones are left out in SQL)."""
-        types = control.limited_types
+    def limited_types(self, limited: frozenset[str]) -> list[str]:
+        """Of the ``limited`` types, those this worker may claim (paused ones are left out
+        in SQL)."""
+        types = limited
         if self.job_types is not None:
             types &= frozenset(self.job_types)
         return sorted(types)
@@ -102,6 +102,9 @@ def _unlimited_claim(types: bool, queues: bool) -> Select[Any]:
         .limit(bindparam("limit"))
     )
 
+
+LIMITED_TYPES = select(job_limit.c.job_type).distinct()
+"""The job types under a limit: the ones whose claims take the limited path."""
 
 LOCK_LIMITS = (
     select(job_limit.c.job_type)

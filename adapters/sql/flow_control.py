@@ -1,17 +1,17 @@
-"""Concurrency limits and pauses: what the claim honours, and the commands that change them.
+"""The commands that change concurrency limits and pauses, and list them and the queues.
 
-Both are operator settings kept in small tables (`job_limit`, `job_pause`) and read by
-every claim (`FlowControl.read`, one query), so a change reaches every worker on every
-machine at its next turn (a worker claims at least every `WorkerSettings.poll_seconds`).
-Every change is written with its actor and reason to the append-only control log in the
-same transaction (`jobtrail.adapters.sql.control`).
+Both are operator settings kept in small tables (`job_limit`, `job_pause`) that every
+claim reads in its own statement (`jobtrail.adapters.sql.claim_query`), so a change holds
+on every worker on every machine from its commit. Every change is written with its actor
+and reason to the append-only control log in the same transaction
+(`jobtrail.adapters.sql.control`).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -24,59 +24,10 @@ from jobtrail.domain.errors import NotPaused, UnknownLimit, UnknownQueue
 from jobtrail.domain.job import SYSTEM, Meta
 from jobtrail.domain.ports import Clock
 from jobtrail.domain.services import check_meta
-from sqlalchemy import Connection, Engine, delete, exists, func, literal, select, union_all
+from sqlalchemy import Connection, Engine, delete, exists, func, select
 
 QUEUE, TYPE = "queue", "type"
 """The kinds of pause: a named queue, or a job type in every queue."""
-
-
-@dataclass(frozen=True)
-class FlowControl:
-    """The limits and pauses in force, as one claim reads them."""
-
-    type_limits: dict[str, int] = field(default_factory=dict)
-    """Job type → most jobs of it processing at once."""
-    key_limits: dict[str, int] = field(default_factory=dict)
-    """Job type → most jobs of it processing at once per concurrency key."""
-    paused_queues: frozenset[str] = frozenset()
-    paused_types: frozenset[str] = frozenset()
-
-    @property
-    def limited_types(self) -> frozenset[str]:
-        return frozenset(self.type_limits) | frozenset(self.key_limits)
-
-    @property
-    def is_empty(self) -> bool:
-        return not (self.type_limits or self.key_limits or self.paused_queues or self.paused_types)
-
-
-_READ = union_all(
-    select(
-        literal("limit").label("what"),
-        job_limit.c.job_type.label("name"),
-        job_limit.c.per_key.label("per_key"),
-        job_limit.c.max_running.label("number"),
-    ),
-    select(
-        literal("pause").label("what"),
-        job_pause.c.name,
-        (job_pause.c.kind == TYPE).label("per_key"),
-        literal(0).label("number"),
-    ),
-)
-
-
-def read_flow_control(conn: Connection) -> FlowControl:
-    """Every limit and pause, in one round trip (a claim's first statement)."""
-    control = FlowControl()
-    for what, name, flag, number in conn.execute(_READ):
-        if what == "limit":
-            (control.key_limits if flag else control.type_limits)[name] = number
-        elif flag:
-            object.__setattr__(control, "paused_types", control.paused_types | {name})
-        else:
-            object.__setattr__(control, "paused_queues", control.paused_queues | {name})
-    return control
 
 
 # ---------------------------------------------------------------------- the commands

@@ -17,6 +17,7 @@ from typing import Any
 from jobtrail.adapters.sql.appends import write_appends
 from jobtrail.adapters.sql.claim_query import (
     KEYS_PER_CLAIM,
+    LIMITED_TYPES,
     LOCK_LIMITS,
     ClaimFilter,
     key_heads,
@@ -25,7 +26,6 @@ from jobtrail.adapters.sql.claim_query import (
 )
 from jobtrail.adapters.sql.engine import WRITE, is_postgres
 from jobtrail.adapters.sql.errors import translated_errors
-from jobtrail.adapters.sql.flow_control import FlowControl, read_flow_control
 from jobtrail.adapters.sql.schema import job, job_key_cursor, job_lease
 from jobtrail.adapters.sql.store import load_many
 from jobtrail.domain.errors import CommandRejected
@@ -36,8 +36,8 @@ from sqlalchemy import Connection, Engine, Row, bindparam, func, insert, select,
 
 log = logging.getLogger(__name__)
 
-FLOW_CONTROL_SECONDS = 0.5
-"""How long a claimer keeps its copy of the limits before reading them again."""
+LIMITED_TYPES_SECONDS = 0.5
+"""How long a claimer keeps its list of the limited types before reading it again."""
 
 
 class SqlJobQueue(JobQueue):
@@ -45,7 +45,7 @@ class SqlJobQueue(JobQueue):
         self.engine = engine
         self.clock = clock
         self._held = threading.local()
-        self._control: tuple[float, FlowControl] | None = None
+        self._limited: tuple[float, frozenset[str]] | None = None
 
     @contextlib.contextmanager
     def holding(self) -> Iterator[None]:
@@ -121,9 +121,9 @@ class SqlJobQueue(JobQueue):
         command: Callable[[Job], Outcome],
     ) -> list[Job]:
         """Lock the next available jobs and run the claim command on each."""
-        control = self._flow_control(conn)
+        limited = self._limited_types(conn)
         params = {"now": self.clock.now(), "limit": limit, **claim_filter.parameters()}
-        ids = self._take_limited(conn, limit, claim_filter, control, params)
+        ids = self._take_limited(conn, limit, claim_filter, limited, params)
         if len(ids) < limit:
             query = unlimited_claim(claim_filter)
             if is_postgres(conn):
@@ -148,7 +148,7 @@ class SqlJobQueue(JobQueue):
         conn: Connection,
         limit: int,
         claim_filter: ClaimFilter,
-        control: FlowControl,
+        limited: frozenset[str],
         params: dict[str, Any],
     ) -> list[str]:
         """Lock the jobs of limited types the limits let start now (none without limits).
@@ -156,7 +156,7 @@ class SqlJobQueue(JobQueue):
         The limit rows are locked first (PostgreSQL; SQLite's claims are serialised), so
         the jobs processing are counted with no other claim of these types in between.
         """
-        claimable = claim_filter.limited_types(control)
+        claimable = claim_filter.limited_types(limited)
         if not claimable:
             return []
         params = {**params, "claimable": claimable}
@@ -170,16 +170,16 @@ class SqlJobQueue(JobQueue):
             _move_cursors(conn, admitted)
         return [row.id for row in admitted]
 
-    def _flow_control(self, conn: Connection) -> FlowControl:
-        """The limits in force, read at most every `FLOW_CONTROL_SECONDS`: they say which
-        types take the limited path. A stale copy is safe: the plain claim reads the limits
+    def _limited_types(self, conn: Connection) -> frozenset[str]:
+        """The types under a limit, read at most every `LIMITED_TYPES_SECONDS`: they take
+        the limited path. A stale copy is safe: the plain claim reads the limits
         and pauses in its own statement (``NOT IN``), and the limited one reads the
         limits it counts against, so a new limit or pause holds from its commit; a type
         limited since the copy waits for the next read to be claimed at all."""
         now = time.monotonic()
-        cached = self._control
-        if cached is None or now - cached[0] >= FLOW_CONTROL_SECONDS:
-            cached = self._control = (now, read_flow_control(conn))
+        cached = self._limited
+        if cached is None or now - cached[0] >= LIMITED_TYPES_SECONDS:
+            cached = self._limited = (now, frozenset(conn.execute(LIMITED_TYPES).scalars()))
         return cached[1]
 
     def renew(self, worker_id: str, leases: Collection[Lease], until: datetime) -> set[str]:
