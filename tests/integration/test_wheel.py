@@ -12,9 +12,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
+import time
+import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,6 +158,8 @@ def test_the_wheel_holds_the_migrations_schemas_and_type_marker(installed: Insta
         "jobtrail/adapters/kafka/schemas/job-event.schema.json",
         "jobtrail/adapters/kafka/schemas/asyncapi.yaml",
     } <= files
+    templates = ROOT / "adapters" / "web" / "templates"
+    assert {f"jobtrail/adapters/web/templates/{p.name}" for p in templates.glob("*.html")} <= files
 
 
 # ---------------------------------------------------------------- importing it
@@ -209,6 +214,45 @@ def test_submit_and_run_a_sample_job_in_an_empty_directory(
     row = json.loads(installed.cli("show", job_id, "--json", cwd=tmp_path))
     assert (row["status"], row["attempt"]) == ("completed", 1), row
     assert row["result"]["image_url"].endswith(job_id)
+
+
+def test_the_installed_dashboard_serves_a_job_from_an_empty_directory(
+    installed: Installed, tmp_path: Path
+) -> None:
+    """`jobtrail web` from the wheel: its templates load, a job's page shows its timeline."""
+    installed.cli("db", "init", cwd=tmp_path)
+    job_id = installed.cli("submit", "asset_image_generation", cwd=tmp_path).strip()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    web = subprocess.Popen(
+        [installed.jobtrail, "web", "--port", str(port)],
+        cwd=tmp_path,
+        env=installed.env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        page = _get_when_up(f"http://127.0.0.1:{port}/jobs/{job_id}", web)
+        assert job_id in page and "JobQueued" in page and "verified" in page
+    finally:
+        web.terminate()
+        _, err = web.communicate(timeout=30)
+    assert "Traceback" not in err, err
+
+
+def _get_when_up(url: str, server: subprocess.Popen[str], timeout: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                body: str = response.read().decode()
+                return body
+        except OSError:
+            assert server.poll() is None, "jobtrail web exited"
+            assert time.monotonic() < deadline, "jobtrail web did not answer"
+            time.sleep(0.2)
 
 
 TEAM_MODULE = '''
