@@ -42,6 +42,8 @@ PARTITIONS = limits.Whole(1, 10_000)
 BATCH = limits.Whole(1, 1_000_000)
 MAX_PROBLEMS = limits.Whole(0, limits.INT32_MAX)
 """``replay --max-problems``: 0 lists none and still counts them all."""
+PROCESSES = limits.Whole(1, 64)
+"""``worker --processes``: worker processes under one supervisor (docs/processes.md)."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -181,6 +183,25 @@ def add_relay_options(parser: argparse.ArgumentParser) -> None:
         default=10.0,
         metavar="SECONDS",
         help="a relay silent this long loses its turn to a standby (default %(default)s)",
+    )
+
+
+def add_process_options(parser: argparse.ArgumentParser) -> None:
+    """`worker --processes N` (docs/processes.md) and the worker's id."""
+    parser.add_argument(
+        "--processes",
+        type=whole(PROCESSES),
+        default=1,
+        metavar="N",
+        help="run N worker processes, each with these options, under this one, which "
+        "forwards SIGTERM/SIGINT and restarts a process that dies (1 to 64; default 1: "
+        "this process is the worker)",
+    )
+    parser.add_argument(
+        "--worker-id",
+        metavar="ID",
+        help="the worker's id, the actor of the events it writes (default HOST:RANDOM); "
+        "with --processes N, process I adds -pI",
     )
 
 

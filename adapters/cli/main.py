@@ -30,6 +30,7 @@ from jobtrail.adapters.cli.args import (
     COUNT,
     Parser,
     add_kafka_options,
+    add_process_options,
     add_relay_options,
     app_path,
     database_url,
@@ -271,6 +272,7 @@ def add_worker_commands(commands: Any) -> None:
         "`registry`; env JOBTRAIL_APP; without it, the sample processors)",
     )
     worker.add_argument("--concurrency", type=whole(CONCURRENCY), default=4, help="1 to 1000")
+    add_process_options(worker)  # --processes N, --worker-id
     worker.add_argument(
         "--lease", type=positive_float, default=30.0, help="seconds (more than 0, at most a week)"
     )

@@ -28,9 +28,15 @@ def cmd_worker(trail: Jobtrail, args: argparse.Namespace) -> int:
         limits.JOB_TYPE.check(job_type, "--types")
     for queue in sorted(args.queues or ()):
         limits.QUEUE.check(queue, "--queues")
+    if args.processes > 1:  # a supervisor of N worker processes (docs/processes.md)
+        from jobtrail.adapters.cli.supervisor import supervise
+
+        return supervise(trail, args)
     registry = processors(args.app)  # before anything is claimed: a bad --app claims nothing
     observer, endpoint = worker_metrics(trail, args)  # a port in use: one line, nothing claimed
-    worker = trail.worker(settings_from(args), registry, observer=observer)
+    worker = trail.worker(
+        settings_from(args), registry, observer=observer, worker_id=args.worker_id
+    )
     stop_on_signals(worker.stop)
     beside = start_relay(trail, args, on_exit=worker.stop) if args.relay else None
     scheduler = trail.schedules().loop().start() if args.scheduler else None  # cron ticks
