@@ -63,10 +63,15 @@ class Jobtrail:
         registry: Registry | None = None,
         **kwargs: Any,
     ) -> Worker:
-        """A worker running the given processors (default: the sample processors)."""
-        from jobtrail.processors.engine.worker import Worker
+        """A worker running the given processors (default: the sample processors).
+
+        On PostgreSQL an idle worker is woken by LISTEN/NOTIFY (docs/wakeup.md)."""
+        from jobtrail.adapters.sql.wakeup import job_wakeup
+        from jobtrail.processors.engine.worker import Worker, WorkerSettings
         from jobtrail.processors.registry import default_registry
 
+        settings = settings or WorkerSettings()
+        kwargs.setdefault("wakeup", job_wakeup(self.engine, settings.queues))
         return Worker(
             self.service,
             self.queue,
@@ -82,16 +87,20 @@ class Jobtrail:
         settings: RelaySettings | None = None,
         owner: str | None = None,
     ) -> Relay:
-        """The relay publishing this database's log to `kafka.topic` (its position is per topic)."""
+        """The relay publishing this database's log to `kafka.topic` (its position is per topic).
+
+        On PostgreSQL it is woken by LISTEN/NOTIFY when events are appended (docs/wakeup.md)."""
         from jobtrail.adapters.kafka.publisher import KafkaPublisher
         from jobtrail.adapters.kafka.relay import Relay
         from jobtrail.adapters.kafka.relay_position import SqlRelayPosition
         from jobtrail.adapters.kafka.relay_source import PrefetchingSource, SqlRecordSource
+        from jobtrail.adapters.sql.wakeup import events_wakeup
 
         positions = SqlRelayPosition(self.engine, name=kafka.topic)
         publisher = KafkaPublisher(kafka)
         source = PrefetchingSource(SqlRecordSource(self.engine))
-        return Relay(source, positions, publisher, self.service.clock, settings, owner)
+        wakeup = events_wakeup(self.engine)
+        return Relay(source, positions, publisher, self.service.clock, settings, owner, wakeup)
 
     def reaper(self) -> Reaper:
         from jobtrail.processors.engine.reaper import Reaper

@@ -15,6 +15,14 @@ untrusted broker certificate, a TLS handshake or SASL mechanism the broker refus
 this relay's first acknowledged batch ends `run()` with that error. Its settings have never
 worked, and retrying them would only hide the mistake in the log; once a batch went
 through, the same error (credentials rotated under a running relay) is retried like the rest.
+
+Once it has caught up, the relay waits for the log to grow: on PostgreSQL a notification of
+appended events wakes it (a `WakeSource`, given by `Jobtrail.relay`), and it reads the log
+anyway every `FALLBACK_POLL_SECONDS`; on SQLite it polls every `POLL_SECONDS`
+(docs/wakeup.md).
+
+One module: the loop, its lease and its waits share one relay's state; reading the log,
+storing the position and publishing are the modules beside it.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Protocol
@@ -39,6 +48,15 @@ from jobtrail.domain.errors import DatabaseUnavailable, JobtrailError
 from jobtrail.domain.ports import Clock
 
 log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.05
+"""How often a relay without push wakeups (SQLite) reads the log when it has caught up."""
+FALLBACK_POLL_SECONDS = 1.0
+"""How often a relay woken by notifications (PostgreSQL) reads the log anyway."""
+
+WakeSource = Callable[[Callable[[], None]], AbstractContextManager[object]]
+"""Called with a function, a context in which that function is called whenever events may
+have been appended (`jobtrail.adapters.sql.wakeup.events_wakeup`)."""
 
 
 class RecordSource(Protocol):
@@ -74,8 +92,11 @@ class RelaySettings:
     batch: int = 5000
     lease: float = 10.0
     """Seconds a silent relay keeps the right to publish; a standby takes over after it."""
-    poll: float = 0.05
-    """Seconds between reads of the log when there was nothing new (an indexed range read)."""
+    poll: float | None = None
+    """Seconds between reads of the log when there was nothing new (an indexed range read).
+    None: `POLL_SECONDS` without push wakeups (SQLite), `FALLBACK_POLL_SECONDS` with them
+    (PostgreSQL, where a notification wakes the relay first). A standby relay, which waits
+    for the lease and not for events, reads its lease this often."""
     max_backoff: float = 10.0
 
 
@@ -92,6 +113,7 @@ class Relay:
         clock: Clock,
         settings: RelaySettings | None = None,
         owner: str | None = None,
+        wakeup: WakeSource | None = None,
     ) -> None:
         self.source = source
         self.positions = positions
@@ -107,6 +129,13 @@ class Relay:
         self._in_flight: InFlight | None = None
         self._stop = threading.Event()
         self._draining = threading.Event()
+        self._wakeup = wakeup
+        self._woken = threading.Event()
+        """Set by a notification, a stop or a drain: the wait for new events ends."""
+        self._stopping = threading.Event()
+        """Set by a stop or a drain: a standby's wait ends."""
+        pushed_poll = FALLBACK_POLL_SECONDS if wakeup is not None else POLL_SECONDS
+        self._poll = pushed_poll if self.settings.poll is None else self.settings.poll
         self._backoff = 0.0
         self._acknowledged = False
         """Whether the broker ever acknowledged a batch of this relay."""
@@ -118,15 +147,20 @@ class Relay:
     def run(self, until_caught_up: bool = False) -> None:
         """Publish until stopped (or, with `until_caught_up`, until nothing is left)."""
         log.info("relay %s starting", self.owner)
+        wakeups = contextlib.ExitStack()
         try:
+            if self._wakeup is not None:  # before the first read: what is appended after wakes
+                wakeups.enter_context(self._wakeup(self._woken.set))
             while not self._stop.is_set():
+                self._woken.clear()  # before the read: an append (or a drain) after it wakes
                 draining = self._draining.is_set()  # before the read that must see it all
                 if self.step() > 0:
                     continue
                 if self._finished(until_caught_up, draining):
                     return
-                self._stop.wait(self.settings.poll)
+                self._wait_for_events()
         finally:
+            wakeups.close()
             self._release()
             self.publisher.close()
             self.source.close()
@@ -137,6 +171,19 @@ class Relay:
             self._draining.set()
         else:
             self._stop.set()
+        self._stopping.set()
+        self._woken.set()
+
+    def _wait_for_events(self) -> None:
+        """Until events are appended (or a stop, a drain), the poll, or the lease's renewal.
+
+        A standby waits for the lease, not for events: it reads it every poll, however busy
+        the log is."""
+        if self.position is None:
+            self._stopping.wait(self._poll)
+            return
+        renew_in = self._renew_at - time.monotonic()
+        self._woken.wait(max(0.0, min(self._poll, renew_in)))
 
     def _finished(self, until_caught_up: bool, draining: bool) -> bool:
         if draining and self.position is None:

@@ -22,7 +22,14 @@ id it hears; a thousand waiters cost one connection, not a thousand. No wakeup i
 The listener reconnects with backoff and stops, closing its connection, once no waiter has
 needed it for `LINGER_SECONDS`.
 
+`Listener` serves any channel: `listener_for(engine, channel)` gives one per engine and
+channel, each with its connection. Besides the waiters of one payload (a job id), a
+*watcher* is called for every notification of its payloads, or of all of them, and on every
+(re)LISTEN: workers and the relay wake that way (`jobtrail.adapters.sql.wakeup`).
+
 SQLite has no notifications: a waiter polls, every 50 ms at first, growing to 500 ms.
+
+One module: the wait and the listener it is built on, which the wakeups reuse.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import TYPE_CHECKING, Any
 
 from jobtrail.adapters.sql.engine import is_postgres
@@ -124,14 +131,26 @@ def _until_final(
 # ------------------------------------------------------------------------ the listener
 
 
-class Listener:
-    """One LISTEN connection, shared by every waiter of the process on one database."""
+Wake = Callable[[], None]
+"""What the listener calls: sets a waiter's event, or wakes a worker or the relay."""
 
-    def __init__(self, connect: Callable[[], psycopg.Connection[Any]], name: str) -> None:
+
+class Listener:
+    """One LISTEN connection on one channel, shared by every waiter of the process on one
+    database."""
+
+    def __init__(
+        self,
+        connect: Callable[[], psycopg.Connection[Any]],
+        name: str,
+        channel: str = CHANNEL,
+    ) -> None:
         self._connect = connect
         self._name = name
+        self.channel = channel
         self._lock = threading.Lock()
-        self._waiters: dict[str, set[threading.Event]] = {}
+        self._waiters: dict[str | None, set[Wake]] = {}
+        """The wakes of each payload; under None, those of every payload."""
         self._thread: threading.Thread | None = None
         self._idle_since = time.monotonic()
         self.listening = False
@@ -141,21 +160,34 @@ class Listener:
     def subscribe(self, job_id: str) -> Iterator[threading.Event]:
         """An event set whenever ``job_id`` may have finished; registered until the exit."""
         wake = threading.Event()
+        with self.watch(wake.set, [job_id]):
+            yield wake
+
+    @contextlib.contextmanager
+    def watch(self, wake: Wake, payloads: Collection[str] | None = None) -> Iterator[None]:
+        """Call ``wake`` for each notification of ``payloads`` (None: any payload), and each
+        time LISTEN takes effect, until the exit. ``wake`` runs in the listener's thread,
+        under its lock: it must be quick and must not raise."""
+        keys: list[str | None] = [None] if payloads is None else list(payloads)
         with self._lock:
-            self._waiters.setdefault(job_id, set()).add(wake)
+            for key in keys:
+                self._waiters.setdefault(key, set()).add(wake)
             if self._thread is None:
                 self._thread = threading.Thread(
-                    target=self._run, name=f"jobtrail-listen-{self._name}", daemon=True
+                    target=self._run,
+                    name=f"jobtrail-listen-{self.channel}-{self._name}",
+                    daemon=True,
                 )
                 self._thread.start()
         try:
-            yield wake
+            yield
         finally:
             with self._lock:
-                waiting = self._waiters.get(job_id, set())
-                waiting.discard(wake)
-                if not waiting:
-                    self._waiters.pop(job_id, None)
+                for key in keys:
+                    waiting = self._waiters.get(key, set())
+                    waiting.discard(wake)
+                    if not waiting:
+                        self._waiters.pop(key, None)
                 if not self._waiters:
                     self._idle_since = time.monotonic()
 
@@ -163,7 +195,7 @@ class Listener:
         try:
             self._listen_until_retired()
         except Exception:  # a bug, not the database: waiters still re-read on their own
-            log.exception("waiting: the listener on %s stopped", CHANNEL)
+            log.exception("waiting: the listener on %s stopped", self.channel)
         finally:
             with self._lock:
                 if self._thread is threading.current_thread():
@@ -174,7 +206,7 @@ class Listener:
         while True:
             try:
                 with translated_errors(), self._connect() as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
+                    conn.execute(f"LISTEN {self.channel}")
                     self._established()
                     delay = RECONNECT_FIRST
                     if self._dispatch(conn):
@@ -186,30 +218,31 @@ class Listener:
                 level = logging.WARNING if delay == RECONNECT_FIRST else logging.DEBUG
                 log.log(
                     level,
-                    "waiting: no LISTEN on %s (%s); waiters re-read their rows every "
-                    "fallback interval until it is back (retrying)",
-                    CHANNEL,
+                    "waiting: no LISTEN on %s (%s); waiters fall back to polling until it "
+                    "is back (retrying)",
+                    self.channel,
                     error,
                 )
             time.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX)
 
     def _established(self) -> None:
-        """LISTEN is in effect: wake everyone, so a job that finished before is read."""
+        """LISTEN is in effect: wake everyone, so what happened before is read."""
         with self._lock:
             self.listening = True
-            for waiting in self._waiters.values():
-                for wake in waiting:
-                    wake.set()
-        log.debug("waiting: listening on %s", CHANNEL)
+            for wake in {wake for waiting in self._waiters.values() for wake in waiting}:
+                wake()
+        log.debug("waiting: listening on %s", self.channel)
 
     def _dispatch(self, conn: psycopg.Connection[Any]) -> bool:
-        """Wake the waiters of each id heard; True once retired (no waiter for a while)."""
+        """Wake the waiters of each payload heard; True once retired (no waiter for a while)."""
         while True:
             for notify in conn.notifies(timeout=TICK_SECONDS):
                 with self._lock:
                     for wake in self._waiters.get(notify.payload, ()):
-                        wake.set()
+                        wake()
+                    for wake in self._waiters.get(None, ()):
+                        wake()
             if self._retired(LINGER_SECONDS):
                 return True
 
@@ -223,7 +256,12 @@ class Listener:
             return True
 
 
-_LISTENERS: weakref.WeakKeyDictionary[Engine, Listener] = weakref.WeakKeyDictionary()
+_REGISTRY: dict[str, weakref.WeakKeyDictionary[Engine, Listener]] = {
+    CHANNEL: weakref.WeakKeyDictionary()
+}
+"""The listeners of each channel, by engine."""
+_LISTENERS = _REGISTRY[CHANNEL]
+"""The listeners of `CHANNEL` (waiting for jobs to finish)."""
 _LISTENERS_LOCK = threading.Lock()
 
 
@@ -232,19 +270,22 @@ def _forget_listeners() -> None:
     parent's connections are left alone, never closed from the child)."""
     global _LISTENERS_LOCK
     _LISTENERS_LOCK = threading.Lock()  # it may have been held by a thread at the fork
-    _LISTENERS.clear()
+    for listeners in _REGISTRY.values():
+        listeners.clear()
 
 
 os.register_at_fork(after_in_child=_forget_listeners)
 
 
-def listener_for(engine: Engine) -> Listener:
-    """The listener of ``engine``'s database, made on first use (one per engine)."""
+def listener_for(engine: Engine, channel: str = CHANNEL) -> Listener:
+    """The listener of ``engine``'s database on ``channel``, made on first use (one per
+    engine and channel)."""
     with _LISTENERS_LOCK:
-        listener = _LISTENERS.get(engine)
+        listeners = _REGISTRY.setdefault(channel, weakref.WeakKeyDictionary())
+        listener = listeners.get(engine)
         if listener is None:
-            listener = Listener(_connector(engine), engine.url.database or "postgres")
-            _LISTENERS[engine] = listener
+            listener = Listener(_connector(engine), engine.url.database or "postgres", channel)
+            listeners[engine] = listener
         return listener
 
 

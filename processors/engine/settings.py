@@ -23,6 +23,10 @@ MAX_SECONDS = 7 * 86_400.0
 CLI's options allow (far below what the clocks, ``threading`` and the timestamps of both
 backends hold; a lease is renewed by heartbeats, it need not cover a whole job)."""
 MAX_POLL_SECONDS = 60.0
+POLL_SECONDS = 0.05
+"""How often a worker without push wakeups (SQLite) looks for jobs; also a busy worker's turn."""
+FALLBACK_POLL_SECONDS = 1.0
+"""How often an idle worker with push wakeups (PostgreSQL) looks anyway, in case one was lost."""
 MAX_WORKER_ID = 190
 """`job.worker_id` is VARCHAR(200), and the worker's reaper acts as ``reaper@<worker id>``:
 an actor is at most 200 characters."""
@@ -46,13 +50,20 @@ class WorkerSettings:
     """The named queues this worker serves; None: every queue."""
     until_empty: bool = False
     max_jobs: int | None = None
-    poll_seconds: float = 0.05
+    poll_seconds: float | None = None
+    """How often an idle worker looks for jobs without being told. None: every
+    `POLL_SECONDS` (50 ms) without push wakeups (SQLite), every `FALLBACK_POLL_SECONDS` (1 s)
+    with them (PostgreSQL: a notification, or a delayed job's due time, wakes it first).
+    A worker with jobs running takes a turn at least this often (default 50 ms)."""
+    push_only: bool = False
+    """Never poll while idle: only a push wakeup, a delayed job's due time or the reaper's
+    interval ends the wait (tests of the push path; refused without push wakeups)."""
     grace_seconds: float = 10.0
     reap_seconds: float = 1.0
     progress_seconds: float = 1.0
     prefetch: int = 4
-    """Jobs claimed per processor thread: threads never wait for a claim, and one commit
-    covers many jobs. Prefetched jobs are started (leased) while they wait."""
+    """Jobs claimed per place of ``concurrency``: processors never wait for a claim, and one
+    commit covers many jobs. Prefetched jobs are started (leased) while they wait."""
     give_up_seconds: float = 10.0
     """How long the database may refuse every write (permission denied, a read-only
     database) before the worker stops with an error. An unreachable database
@@ -69,12 +80,33 @@ class WorkerSettings:
         _seconds("grace_seconds", self.grace_seconds, zero=True)
         _seconds("reap_seconds", self.reap_seconds)
         _seconds("progress_seconds", self.progress_seconds, zero=True)
-        _seconds("poll_seconds", self.poll_seconds, most=MAX_POLL_SECONDS)
+        if self.poll_seconds is not None:
+            _seconds("poll_seconds", self.poll_seconds, most=MAX_POLL_SECONDS)
+        if not isinstance(self.push_only, bool):
+            reason = f"must be True or False, not {_shown(self.push_only)}"
+            raise InvalidWorkerSettings(name="push_only", reason=reason)
+        if self.push_only and self.poll_seconds is not None:
+            reason = "must be None with push_only (which never polls)"
+            raise InvalidWorkerSettings(name="poll_seconds", reason=reason)
         _seconds("give_up_seconds", self.give_up_seconds)
         if self.job_types is not None:
             object.__setattr__(self, "job_types", _job_types(self.job_types))
         if self.queues is not None:
             object.__setattr__(self, "queues", _job_types(self.queues, "queues"))
+
+    def idle_poll(self, pushed: bool) -> float | None:
+        """Seconds between an idle worker's looks for jobs (None: never), with or without
+        push wakeups."""
+        if self.push_only:
+            return None
+        if self.poll_seconds is not None:
+            return self.poll_seconds
+        return FALLBACK_POLL_SECONDS if pushed else POLL_SECONDS
+
+    @property
+    def busy_poll(self) -> float:
+        """Seconds between the turns of a worker with jobs running, if no result comes."""
+        return self.poll_seconds if self.poll_seconds is not None else POLL_SECONDS
 
     @property
     def renew_every(self) -> float:

@@ -16,7 +16,9 @@ line, exit status 1.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import queue
 import socket
 import threading
@@ -41,6 +43,7 @@ from jobtrail.processors.engine.settings import (
     WorkerStats,
     check_worker_id,
 )
+from jobtrail.processors.engine.wakeup import DoneQueue, StopFlag, WakeSource, idle_timeout
 from jobtrail.processors.engine.writer import OutcomeWriter, rejects_data
 from jobtrail.processors.registry import Registry
 
@@ -69,7 +72,10 @@ class Worker:
         worker_id: str | None = None,
         clock: Clock | None = None,
         observer: WorkerObserver = NO_OBSERVER,
+        wakeup: WakeSource | None = None,
     ) -> None:
+        """``wakeup``: push wakeups for an idle worker (PostgreSQL's LISTEN, given by
+        `Jobtrail.worker`); without them an idle worker polls (docs/wakeup.md)."""
         self.service = service
         self.queue = queue_
         self.registry = registry
@@ -85,8 +91,13 @@ class Worker:
         self.reaper = Reaper(service, queue_, self.clock, actor=f"reaper@{self.worker_id}")
         self._running: dict[str, Running] = {}
         self._todo: queue.Queue[Running | None] = queue.Queue()
-        self._done: queue.Queue[Reported] = queue.Queue()
-        self._stop = threading.Event()
+        self._done: DoneQueue[Reported] = DoneQueue()
+        self._stop: threading.Event = StopFlag(self._done.wake)
+        if settings.push_only and wakeup is None:
+            reason = "needs push wakeups (PostgreSQL): without them nothing would wake the worker"
+            raise InvalidWorkerSettings(name="push_only", reason=reason)
+        self._wakeup = wakeup
+        self._idle_poll = settings.idle_poll(pushed=wakeup is not None)
         self._threads = ProcessorThreads(
             registry, self._todo, self._done, settings.concurrency, settings.progress_seconds
         )
@@ -128,7 +139,10 @@ class Worker:
             ", ".join(self.registry.job_types) or "no job types",
         )
         next_heartbeat = next_reap = time.monotonic()
+        wakeups = contextlib.ExitStack()
         try:
+            if self._wakeup is not None:  # before the first claim: a job queued after it wakes
+                wakeups.enter_context(self._wakeup(self._done.wake))
             while not self._stop.is_set():
                 try:
                     self._threads.check()
@@ -148,8 +162,9 @@ class Worker:
                     self._stop.wait(wait)
                     continue
                 self._patience.turn_done()
-                self._wait_for_results()
+                self._wait_for_results(reap_at=next_reap)
         finally:
+            wakeups.close()
             self._shut_down()
         log.info("worker %s stopped: %s", self.worker_id, self.stats)
         return self.stats
@@ -237,14 +252,31 @@ class Worker:
             except queue.Empty:
                 return items
 
-    def _wait_for_results(self) -> None:
+    def _wait_for_results(self, reap_at: float = math.inf) -> None:
+        """Until a result, a wakeup or a stop comes, or the turn's time is up.
+
+        With jobs running, that time is the busy poll. An idle worker waits for its idle
+        poll or its next reap; with push wakeups, also for the due time of the next delayed
+        job it could claim, read now (`idle_timeout`)."""
         if self._claim_next:
             return
-        try:
-            item = self._done.get(timeout=self.settings.poll_seconds)
-        except queue.Empty:
-            return
-        self._writer.carry.append(item)  # first in line: outcomes of a job keep their order
+        if self._running:
+            timeout = self.settings.busy_poll
+        else:
+            due = None
+            if self._wakeup is not None:
+                try:
+                    due = self.queue.next_available_at(
+                        self.settings.job_types, self.settings.queues
+                    )
+                except StorageError as error:  # the next turn meets it and backs off
+                    log.debug("reading the next due time failed: %s", error)
+                    reap_at = min(reap_at, time.monotonic() + self.settings.busy_poll)
+            reap_in = reap_at - time.monotonic()
+            timeout = idle_timeout(self._idle_poll, reap_in, due, self.clock.now())
+        item = self._done.get_or_wake(timeout)
+        if item is not None:
+            self._writer.carry.append(item)  # first in line: outcomes of a job keep their order
 
     def _process(self, running: Running) -> Finished:
         """Run one job's processor in this thread (tests drive threads' steps this way)."""
