@@ -41,10 +41,14 @@ COLUMNS: Final = (
 )
 _ASSIGNABLE: Final = frozenset(COLUMNS)
 
+LIVE_COLUMNS: Final = _ASSIGNABLE | {"lease_expires_at"}
+"""What a live append sets: the projection, and the lease of a running attempt, which the
+events set and clear but heartbeats move without events (so a rebuild leaves it alone)."""
 
-def assignments(event: Event) -> dict[str, Any]:
-    """The columns ``event`` sets on its job's row."""
-    values = {k: v for k, v in event.changes().items() if k in _ASSIGNABLE}
+
+def assignments(event: Event, columns: frozenset[str] = _ASSIGNABLE) -> dict[str, Any]:
+    """The ``columns`` ``event`` sets on its job's row (by default the projection's)."""
+    values = {k: v for k, v in event.changes().items() if k in columns}
     status = lifecycle.status_after(event.trigger)
     if status is not None:
         values["status"] = status.value

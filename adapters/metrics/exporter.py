@@ -5,9 +5,9 @@ waiting job, leases about to end, each relay's lag) is a fact of the database, t
 whichever worker is asked, so one exporter process reads it. `QueueCollector` reads at
 scrape time, at most once per ``interval`` seconds (later scrapes within it get the same
 snapshot): a few indexed reads — a GROUP BY on `job` (the `job_type_status` index), the
-oldest due queued job, a count of `job_lease` by expiry, and the relay positions against
-the log's last position. A read that fails gives ``jobtrail_exporter_up 0`` and no other
-gauge, with a log line, rather than an error page.
+oldest due queued job, a count of the running jobs' leases by expiry (the `job_running`
+index), and the relay positions against the log's last position. A read that fails gives
+``jobtrail_exporter_up 0`` and no other gauge, with a log line, rather than an error page.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from jobtrail.adapters.metrics.relay import lag_family, log_head, relay_positions
 from jobtrail.adapters.metrics.worker import MAX_LABEL_SETS, OTHER
 from jobtrail.adapters.sql.errors import translated_errors
-from jobtrail.adapters.sql.schema import job, job_lease
+from jobtrail.adapters.sql.schema import LEASE_COLUMN, job
 from jobtrail.domain.status import JobStatus
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -66,11 +66,12 @@ def read_snapshot(
     if oldest is not None:
         snapshot.oldest_queued_age = max((now - _utc(oldest)).total_seconds(), 0.0)
     soon = now + timedelta(seconds=lease_window)
+    lease = job.c[LEASE_COLUMN]
     expiring, expired = conn.execute(
         select(
             func.count(),
-            func.coalesce(func.sum(case((job_lease.c.expires_at < now, 1), else_=0)), 0),
-        ).where(job_lease.c.expires_at <= soon)
+            func.coalesce(func.sum(case((lease < now, 1), else_=0)), 0),
+        ).where(job.c.status == JobStatus.PROCESSING, lease <= soon)
     ).one()
     snapshot.leases_expiring, snapshot.leases_expired = int(expiring), int(expired)
     snapshot.head = log_head(conn)

@@ -23,30 +23,25 @@ from typing import Any, Protocol
 
 from jobtrail.adapters.sql.engine import is_postgres
 from jobtrail.adapters.sql.errors import Collision, collision
-from jobtrail.adapters.sql.schema import job, job_events, job_lease
+from jobtrail.adapters.sql.schema import job, job_events
 from jobtrail.domain.errors import ConcurrencyConflict, DuplicateIdempotencyKey
-from jobtrail.domain.events import Event, JobStarted
-from jobtrail.domain.lifecycle import status_after
+from jobtrail.domain.events import Event
 from jobtrail.domain.ports import Append
-from jobtrail.domain.status import JobStatus
-from jobtrail.projections.job_table import assignments, fold
-from sqlalchemy import Column, Connection, bindparam, delete, func, insert, select, update
+from jobtrail.projections.job_table import LIVE_COLUMNS, assignments, fold
+from sqlalchemy import Column, Connection, bindparam, func, insert, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql.dml import Update
 
-PROCESSING = JobStatus.PROCESSING
 APPEND_LOCK_KEY = 0x6A6F6274  # "jobt": the advisory lock that orders positions
 
 # Statements on the hot path are built once: building one costs more than running it.
 _INSERT_JOBS = insert(job)
-_DELETE_LEASES = delete(job_lease).where(job_lease.c.job_id.in_(bindparam("ids", expanding=True)))
-_INSERT_LEASES = insert(job_lease)
 _INSERT_EVENTS = insert(job_events)
 _APPEND_LOCK = select(func.pg_advisory_xact_lock(APPEND_LOCK_KEY))
 
 
 def write_appends(conn: Connection, appends: Sequence[Append]) -> None:
-    """Several jobs' appends inside ``conn``'s transaction: rows, leases, then events."""
+    """Several jobs' appends inside ``conn``'s transaction: rows (with leases), then events."""
     appends = [a for a in appends if a.events]
     if not appends:
         return
@@ -61,7 +56,6 @@ def write_appends(conn: Connection, appends: Sequence[Append]) -> None:
     else:
         writes = _Portable(conn)
     _update_rows(writes, [a for a in appends if a.expected_version])
-    _sync_leases(writes, [a.events[-1] for a in appends])
     # The append lock is taken as late as possible: it is held until commit.
     writes.lock_appends(APPEND_LOCK_KEY)
     events = [e for a in appends for e in a.events]
@@ -87,8 +81,6 @@ class Writes(Protocol):
         rows: Sequence[dict[str, Any]],
         conflict: ConcurrencyConflict,
     ) -> None: ...
-    def delete_leases(self, job_ids: list[str]) -> None: ...
-    def insert_leases(self, rows: Sequence[dict[str, Any]]) -> None: ...
     def lock_appends(self, key: int) -> None: ...
     def insert_events(self, events: Sequence[Event], conflict: ConcurrencyConflict) -> None: ...
     def finish(self) -> None: ...
@@ -113,12 +105,6 @@ class _Portable:
         if self.conn.execute(_row_update(columns), rows).rowcount != len(rows):
             raise conflict
 
-    def delete_leases(self, job_ids: list[str]) -> None:
-        self.conn.execute(_DELETE_LEASES, {"ids": job_ids})
-
-    def insert_leases(self, rows: Sequence[dict[str, Any]]) -> None:
-        self.conn.execute(_INSERT_LEASES, rows)
-
     def lock_appends(self, key: int) -> None:
         pass
 
@@ -137,12 +123,21 @@ class _Portable:
 def _insert_new_rows(conn: Connection, new_jobs: list[Sequence[Event]]) -> None:
     """The `job` rows of new jobs; a reused id or idempotency key fails the whole batch.
 
-    The insert runs in a savepoint, so after a collision the transaction can still ask
-    which of the batch's ids or keys were taken, to name them in the error.
+    PostgreSQL inserts the batch in one statement that skips the rows that collide (`ON
+    CONFLICT DO NOTHING`) and returns the ids it inserted: any row missing is named in the
+    error, and the caller's transaction rolls back. SQLite inserts in a savepoint, so after
+    a collision the transaction can still ask which ids or keys were taken.
     """
     if not new_jobs:
         return
     rows = [fold(events) for events in new_jobs]
+    if is_postgres(conn):
+        from jobtrail.adapters.sql.pg_pipeline import insert_new_rows
+
+        skipped = insert_new_rows(conn, rows)
+        if skipped:
+            raise _collided(conn, skipped)
+        return
     try:
         with conn.begin_nested():
             conn.execute(_INSERT_JOBS, rows)
@@ -158,6 +153,18 @@ def _insert_new_rows(conn: Connection, new_jobs: list[Sequence[Event]]) -> None:
         raise
 
 
+def _collided(conn: Connection, skipped: list[dict[str, Any]]) -> Exception:
+    """The error for rows an insert skipped: a taken idempotency key names the key(s),
+    else the job id(s) were taken."""
+    keys = [row["idempotency_key"] for row in skipped if row["idempotency_key"] is not None]
+    key = job.c.idempotency_key
+    stored = set(conn.execute(select(key).where(key.in_(keys))).scalars()) if keys else set()
+    if stored:
+        return DuplicateIdempotencyKey(key=", ".join(k for k in dict.fromkeys(keys) if k in stored))
+    ids = dict.fromkeys(row["id"] for row in skipped)
+    return ConcurrencyConflict(job_id=", ".join(ids), expected=0)
+
+
 def _taken(conn: Connection, column: Column[Any], values: list[str]) -> list[str]:
     """The values of ``values`` that ``column`` already holds; if none, those given twice."""
     stored = set(conn.execute(select(column).where(column.in_(values))).scalars())
@@ -168,8 +175,11 @@ def _taken(conn: Connection, column: Column[Any], values: list[str]) -> list[str
 def _update_rows(writes: Writes, appends: Sequence[Append]) -> None:
     """Project each job's events onto its row; the version check is the optimistic lock.
 
-    Rows that get the same columns are updated by one statement. The rows are first
-    locked in id order, so two batches over the same jobs cannot deadlock.
+    The live row also takes the lease the events set or clear (`LIVE_COLUMNS`): a
+    `JobStarted` writes its attempt's expiry, leaving ``processing`` clears it.
+
+        Rows that get the same columns are updated by one statement. The rows are first
+        locked in id order, so two batches over the same jobs cannot deadlock.
     """
     if not appends:
         return
@@ -179,7 +189,7 @@ def _update_rows(writes: Writes, appends: Sequence[Append]) -> None:
     for item in appends:
         changes: dict[str, Any] = {}
         for event in item.events:
-            changes.update(assignments(event))
+            changes.update(assignments(event, LIVE_COLUMNS))
         row = {"row_id": item.events[0].job_id, "row_version": item.expected_version, **changes}
         groups.setdefault(tuple(sorted(changes)), []).append(row)
     for columns, rows in groups.items():
@@ -196,27 +206,6 @@ def _row_update(columns: tuple[str, ...]) -> Update:
         .where(job.c.id == bindparam("row_id"), job.c.version == bindparam("row_version"))
         .values({column: bindparam(column) for column in columns})
     )
-
-
-def _sync_leases(writes: Writes, last_events: Sequence[Event]) -> None:
-    """A `JobStarted` creates the attempt's lease; leaving ``processing`` removes it."""
-    started = [e for e in last_events if isinstance(e, JobStarted)]
-    left = [e.job_id for e in last_events if status_after(e.trigger) not in (None, PROCESSING)]
-    gone = left + [e.job_id for e in started]
-    if gone:
-        writes.delete_leases(gone)
-    if started:
-        writes.insert_leases(
-            [
-                {
-                    "job_id": e.job_id,
-                    "attempt": e.attempt,
-                    "worker_id": e.worker_id,
-                    "expires_at": e.lease_expires_at,
-                }
-                for e in started
-            ]
-        )
 
 
 def _event_row(e: Event) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """A worker's turn on PostgreSQL: set-based statements, sent together in one round trip.
 
-A turn updates dozens of `job` rows and inserts as many events and leases. Sent as
-executemany, every row cost a round of parameter handling in SQLAlchemy and psycopg;
+A turn updates dozens of `job` rows (their leases with them) and inserts as many events.
+Sent as executemany, every row cost a round of parameter handling in SQLAlchemy and psycopg;
 here each kind of write is one statement over a JSON document (``json_to_recordset``),
 whose text never changes, so the server prepares it once. And the statements are sent
 in psycopg's pipeline mode: the turn waits for the server once instead of once per
@@ -20,7 +20,7 @@ from typing import Any
 
 import psycopg
 from jobtrail.adapters.sql.errors import Collision, collision, driver_error
-from jobtrail.adapters.sql.schema import APPENDED_EVENT_COLUMNS, job, job_events, job_lease
+from jobtrail.adapters.sql.schema import APPENDED_EVENT_COLUMNS, job, job_events
 from jobtrail.domain.errors import ConcurrencyConflict
 from jobtrail.domain.events import Event
 from sqlalchemy import JSON, Column, Connection, Table
@@ -28,9 +28,7 @@ from sqlalchemy.dialects import postgresql
 
 Rows = Sequence[dict[str, Any]]
 _DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
-_LEASE_COLUMNS = ("job_id", "attempt", "worker_id", "expires_at")
 _LOCK_ROWS = "SELECT id FROM job WHERE id = ANY(%s::text[]) ORDER BY id FOR UPDATE"
-_DELETE_LEASES = "DELETE FROM job_lease WHERE job_id = ANY(%s::text[])"
 _APPEND_LOCK = "SELECT pg_advisory_xact_lock(%s)"
 
 
@@ -57,12 +55,6 @@ class PipelinedWrites:
         each row; ``conflict`` is raised unless every row matched."""
         self._matches.append((len(self._statements), len(rows), conflict))
         self._statements.append((_update_sql(columns), {"rows": _rows_json(rows)}))
-
-    def delete_leases(self, job_ids: list[str]) -> None:
-        self._statements.append((_DELETE_LEASES, (job_ids,)))
-
-    def insert_leases(self, rows: Sequence[dict[str, Any]]) -> None:
-        self._statements.append((_insert_sql(job_lease, _LEASE_COLUMNS), (_rows_json(rows),)))
 
     def lock_appends(self, key: int) -> None:
         self._statements.append((_APPEND_LOCK, (key,)))
@@ -96,6 +88,23 @@ class PipelinedWrites:
         for index, expected, conflict in self._matches:
             if cursors[index].rowcount != expected:
                 raise conflict
+
+
+def insert_new_rows(conn: Connection, rows: Rows) -> list[dict[str, Any]]:
+    """Insert new `job` rows in one statement; returns the rows skipped because their id
+    or idempotency key is taken (or given twice in ``rows``), in their order."""
+    columns = tuple(rows[0])
+    statement = _insert_sql(job, columns) + " ON CONFLICT DO NOTHING RETURNING id"
+    inserted = set(conn.exec_driver_sql(statement, (_rows_json(rows),)).scalars())
+    if len(inserted) == len(rows):
+        return []
+    skipped, seen = [], set()
+    for row in rows:
+        if row["id"] in inserted and row["id"] not in seen:
+            seen.add(row["id"])
+        else:
+            skipped.append(row)
+    return skipped
 
 
 def _rows_json(rows: Sequence[dict[str, Any]]) -> str:

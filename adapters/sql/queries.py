@@ -10,12 +10,12 @@ from typing import Any
 from jobtrail.adapters.sql.appends import lock_appends
 from jobtrail.adapters.sql.engine import WRITE, is_postgres
 from jobtrail.adapters.sql.errors import translated_errors
-from jobtrail.adapters.sql.schema import job
+from jobtrail.adapters.sql.schema import LEASE_COLUMN, ROW_COLUMNS, job
 from jobtrail.adapters.sql.store import SqlEventStore
 from jobtrail.domain.lineage import RetryFilter
-from jobtrail.domain.status import TERMINAL_STATUSES
+from jobtrail.domain.status import TERMINAL_STATUSES, JobStatus
 from jobtrail.projections.job_table import rows_from_log
-from sqlalchemy import Engine, delete, exists, func, insert, select, text
+from sqlalchemy import Engine, bindparam, delete, exists, func, insert, select, text, update
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class JobQueries:
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         with translated_errors(), self.engine.connect() as conn:
-            row = conn.execute(select(job).where(job.c.id == job_id)).mappings().first()
+            row = conn.execute(select(*ROW_COLUMNS).where(job.c.id == job_id)).mappings().first()
             return dict(row) if row else None
 
     def find_by_idempotency_keys(self, keys: Collection[str]) -> dict[str, str]:
@@ -60,7 +60,7 @@ class JobQueries:
         queue: str | None = None,
     ) -> list[dict[str, Any]]:
         """Newest first."""
-        query = select(job).order_by(job.c.created_at.desc(), job.c.id).limit(limit)
+        query = select(*ROW_COLUMNS).order_by(job.c.created_at.desc(), job.c.id).limit(limit)
         if status:
             query = query.where(job.c.status == status)
         if job_type:
@@ -72,7 +72,7 @@ class JobQueries:
 
     def rows(self, job_ids: Collection[str]) -> dict[str, dict[str, Any]]:
         """These jobs' rows, by id (unknown ids left out)."""
-        query = select(job).where(job.c.id.in_(list(job_ids)))
+        query = select(*ROW_COLUMNS).where(job.c.id.in_(list(job_ids)))
         with translated_errors(), self.engine.connect() as conn:
             return {row["id"]: dict(row) for row in conn.execute(query).mappings()}
 
@@ -119,7 +119,8 @@ class JobQueries:
     def all_rows(self) -> list[dict[str, Any]]:
         """The whole table in id order (for comparisons in audits and tests)."""
         with translated_errors(), self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(select(job).order_by(job.c.id)).mappings()]
+            rows = conn.execute(select(*ROW_COLUMNS).order_by(job.c.id)).mappings()
+            return [dict(r) for r in rows]
 
     def stream_for_stats(self) -> Iterator[dict[str, Any]]:
         with translated_errors(), self.engine.connect() as conn:
@@ -137,15 +138,28 @@ def batched(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[st
         yield chunk
 
 
+_HELD = job.c[LEASE_COLUMN].is_not(None)
+_KEEP_LEASE = (
+    update(job)
+    .where(job.c.id == bindparam("lease_id"), job.c.status == JobStatus.PROCESSING.value)
+    .values({LEASE_COLUMN: bindparam("lease")})
+)
+
+
 def rebuild(engine: Engine, store: SqlEventStore, batch: int = 2000) -> int:
     """Replace the `job` table by folding the whole log; returns the number of rows.
 
     Runs in one transaction that holds the append lock, so no append interleaves and
-    readers see either the old table or the new one.
+    readers see either the old table or the new one. The leases of running jobs are not in
+    the log (heartbeats move them): they are carried over to the rebuilt rows.
     """
     count = 0
     with translated_errors(), engine.connect().execution_options(**WRITE) as conn, conn.begin():
         lock_appends(conn)
+        leases = [
+            {"lease_id": job_id, "lease": until}
+            for job_id, until in conn.execute(select(job.c.id, job.c[LEASE_COLUMN]).where(_HELD))
+        ]
         if is_postgres(conn):
             conn.execute(text("TRUNCATE job"))
         else:
@@ -153,5 +167,7 @@ def rebuild(engine: Engine, store: SqlEventStore, batch: int = 2000) -> int:
         for rows in batched(rows_from_log(store.stream_by_job(conn)), batch):
             conn.execute(insert(job), rows)
             count += len(rows)
+        if leases:
+            conn.execute(_KEEP_LEASE, leases)
     log.info("rebuilt the job table: %d rows", count)
     return count

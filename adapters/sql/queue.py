@@ -26,7 +26,7 @@ from jobtrail.adapters.sql.claim_query import (
 )
 from jobtrail.adapters.sql.engine import WRITE, is_postgres
 from jobtrail.adapters.sql.errors import translated_errors
-from jobtrail.adapters.sql.schema import job, job_key_cursor, job_lease
+from jobtrail.adapters.sql.schema import LEASE_COLUMN, job, job_key_cursor
 from jobtrail.adapters.sql.store import load_many
 from jobtrail.domain.errors import CommandRejected
 from jobtrail.domain.job import Job, Outcome
@@ -35,6 +35,19 @@ from jobtrail.domain.status import JobStatus
 from sqlalchemy import Connection, Engine, Row, bindparam, func, insert, select, update
 
 log = logging.getLogger(__name__)
+
+PROCESSING = JobStatus.PROCESSING.value
+_RENEWAL = (
+    update(job)
+    .where(
+        job.c.id == bindparam("lease_job_id"),
+        job.c.attempt == bindparam("lease_attempt"),
+        job.c.worker_id == bindparam("worker"),
+        job.c.status == PROCESSING,
+    )
+    .values({LEASE_COLUMN: bindparam("until")})
+)
+"""A heartbeat: changes no indexed column, so PostgreSQL can make it a HOT update."""
 
 LIMITED_TYPES_SECONDS = 0.5
 """How long a claimer keeps its list of the limited types before reading it again."""
@@ -183,25 +196,28 @@ class SqlJobQueue(JobQueue):
         return cached[1]
 
     def renew(self, worker_id: str, leases: Collection[Lease], until: datetime) -> set[str]:
+        """Move the leases this worker still holds to ``until``; returns their job ids.
+
+        A lease lives in its job's row (`LEASE_COLUMN`): held while the row is
+        ``processing`` with this worker and attempt. Rows are updated in id order, as every
+        batch write locks them, so a renewal cannot deadlock with one.
+        """
         if not leases:
             return set()
-        renewal = (
-            update(job_lease)
-            .where(
-                job_lease.c.job_id == bindparam("lease_job_id"),
-                job_lease.c.attempt == bindparam("lease_attempt"),
-                job_lease.c.worker_id == worker_id,
-            )
-            .values(expires_at=until)
-        )
-        held_query = select(job_lease.c.job_id, job_lease.c.attempt).where(
-            job_lease.c.job_id.in_([lease.job_id for lease in leases]),
-            job_lease.c.worker_id == worker_id,
-        )
+        ordered = sorted(leases, key=lambda lease: lease.job_id)
         with self._transaction() as conn:
             conn.execute(
-                renewal,
-                [{"lease_job_id": x.job_id, "lease_attempt": x.attempt} for x in leases],
+                _RENEWAL,
+                [
+                    {"lease_job_id": x.job_id, "lease_attempt": x.attempt, "worker": worker_id}
+                    | {"until": until}
+                    for x in ordered
+                ],
+            )
+            held_query = select(job.c.id, job.c.attempt).where(
+                job.c.id.in_([lease.job_id for lease in ordered]),
+                job.c.worker_id == worker_id,
+                job.c.status == PROCESSING,
             )
             held = {Lease(job_id, attempt) for job_id, attempt in conn.execute(held_query)}
         return {lease.job_id for lease in leases if lease in held}
@@ -220,10 +236,12 @@ class SqlJobQueue(JobQueue):
             return due
 
     def expired(self, now: datetime, limit: int = 100) -> list[Lease]:
+        """Running attempts whose lease ran out (read through the small `job_running`
+        index: only running rows are in it)."""
         query = (
-            select(job_lease.c.job_id, job_lease.c.attempt)
-            .where(job_lease.c.expires_at < now)
-            .order_by(job_lease.c.expires_at)
+            select(job.c.id, job.c.attempt)
+            .where(job.c.status == PROCESSING, job.c[LEASE_COLUMN] < now)
+            .order_by(job.c[LEASE_COLUMN])
             .limit(limit)
         )
         with self._transaction(write=False) as conn:

@@ -130,6 +130,7 @@ job = Table(
     Column("queue", String(200), nullable=False, server_default="default"),
     Column("concurrency_key", String(200)),
     Column("retry_of", String(36)),
+    Column("lease_expires_at", UtcDateTime),
     Index("job_idempotency_key", "idempotency_key", unique=True),
     # ``job_retry_of`` and ``job_queue``, partial like the claim index, are created by
     # migration 0007 alone.
@@ -138,16 +139,15 @@ job = Table(
     Index("job_type_status", "job_type", "status"),
 )
 
-job_lease = Table(
-    "job_lease",
-    metadata,
-    Column("job_id", String(36), primary_key=True),
-    Column("attempt", Integer, nullable=False),
-    Column("worker_id", String(200), nullable=False),
-    Column("expires_at", UtcDateTime, nullable=False),
-    Index("job_lease_expires_at", "expires_at"),
-)
-"""Who holds a running job until when; renewed by heartbeats, not by events."""
+LEASE_COLUMN = "lease_expires_at"
+"""Until when the worker in ``worker_id`` holds a running job (migration 0011): set by the
+`JobStarted` that began the attempt, moved on by heartbeats (which write no events), cleared
+when the job leaves ``processing``. Coordination between workers and the reaper, not a
+fact: it is outside the projection (`jobtrail.projections.job_table.COLUMNS`), so a rebuilt
+table keeps the live leases and replay does not compare them."""
+
+ROW_COLUMNS = tuple(c for c in job.c if c.name != LEASE_COLUMN)
+"""A job's row as readers see it: the projection's columns, without the lease."""
 
 relay_position = Table(
     "relay_position",

@@ -22,7 +22,13 @@ from jobtrail.adapters.audit.checks.history import JobResult, verify_job
 from jobtrail.adapters.audit.checks.records import StoredEvent
 from jobtrail.adapters.audit.reads import LIVE, stream_records
 from jobtrail.adapters.sql.errors import translated_errors
-from jobtrail.adapters.sql.schema import UtcDateTime, job, job_events, relay_position
+from jobtrail.adapters.sql.schema import (
+    ROW_COLUMNS,
+    UtcDateTime,
+    job,
+    job_events,
+    relay_position,
+)
 from jobtrail.adapters.web.params import JobFilter, Window
 from sqlalchemy import Connection, Engine, Select, bindparam, func, select, text, tuple_
 
@@ -113,7 +119,7 @@ class DashboardQueries:
 
     def job(self, job_id: str) -> dict[str, Any] | None:
         with self._connect() as conn:
-            row = conn.execute(select(job).where(job.c.id == job_id)).mappings().first()
+            row = conn.execute(select(*ROW_COLUMNS).where(job.c.id == job_id)).mappings().first()
             return dict(row) if row else None
 
     def retries_of(self, job_id: str) -> list[dict[str, Any]]:
@@ -234,7 +240,8 @@ class DashboardQueries:
 
 
 def _jobs_query(where: JobFilter) -> Select[Any]:
-    query = select(job).order_by(job.c.created_at.desc(), job.c.id.desc()).limit(where.limit)
+    newest_first = (job.c.created_at.desc(), job.c.id.desc())
+    query = select(*ROW_COLUMNS).order_by(*newest_first).limit(where.limit)
     for column, value in (
         (job.c.status, where.status),
         (job.c.job_type, where.job_type),

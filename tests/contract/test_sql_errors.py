@@ -67,7 +67,7 @@ def test_a_message_that_reads_like_a_known_error_is_not_taken_for_one(trail: Job
 
 
 def test_a_missing_table_is_a_missing_schema(trail: Jobtrail) -> None:
-    run(trail.engine, "DROP TABLE job_lease")
+    run(trail.engine, "DROP TABLE job")
     with pytest.raises(SchemaMissing):
         trail.queue.expired(trail.service.clock.now())
 

@@ -650,7 +650,7 @@ def test_schema_missing_is_raised_by_run(sqlite_url: str, app: ModuleType) -> No
     trail = connect(sqlite_url)
     trail.submit("normal", {"n": 1})
     with trail.engine.begin() as conn:
-        conn.exec_driver_sql("DROP TABLE job_lease")
+        conn.exec_driver_sql("DROP TABLE job_events")
     with pytest.raises(SchemaMissing):
         trail.worker(FAST, registry=app.registry).run()
     trail.close()

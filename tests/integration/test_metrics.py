@@ -2,8 +2,8 @@
 
 The worker's counters are checked against the events a mixed run wrote (scraped over HTTP
 and parsed with prometheus_client's own parser), the exporter's gauges against the `job`
-and `job_lease` rows, the relay's lag against `relay_position`; and the CLI refuses a bad
-or busy metrics port in one line, before anything is done.
+table and its running jobs' leases, the relay's lag against `relay_position`; and the CLI
+refuses a bad or busy metrics port in one line, before anything is done.
 """
 
 from __future__ import annotations
@@ -203,7 +203,7 @@ def test_the_exporter_says_down_when_the_database_cannot_be_read(sqlite_url: str
         registry.register(collector)
         assert samples(generate_latest(registry).decode())[("jobtrail_exporter_up", ())] == 1
         with trail.engine.begin() as conn:
-            conn.exec_driver_sql("DROP TABLE job_lease")
+            conn.exec_driver_sql("DROP TABLE job")
         found = samples(generate_latest(registry).decode())
     finally:
         trail.close()

@@ -22,7 +22,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 from jobtrail.adapters.bootstrap import Jobtrail, connect
-from jobtrail.adapters.sql.schema import job_lease
+from jobtrail.adapters.sql.schema import LEASE_COLUMN, job
 from jobtrail.domain.ports import Clock
 from jobtrail.domain.retry import RetryPolicy
 from jobtrail.processors.engine.worker import Worker, WorkerSettings
@@ -127,7 +127,8 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
         @invariant()
         def the_log_holds(self) -> None:
             with trail.engine.connect() as conn:
-                leases = dict(conn.execute(select(job_lease.c.job_id, job_lease.c.attempt)).all())
+                held = select(job.c.id, job.c.attempt).where(job.c[LEASE_COLUMN].is_not(None))
+                leases = dict(conn.execute(held).all())
             for job_id in self.known:
                 check_history(job_id, trail.history(job_id))
                 check_projection(trail, job_id)
