@@ -58,6 +58,7 @@ class JobContext:
         self._ignored = 0
         self._lock = threading.Lock()
         self._cancelled = threading.Event()
+        self._on_cancel: list[Callable[[], None]] | None = None
 
     def progress(self, percent: float, message: str | None = None) -> bool:
         """Report progress (0–100); returns whether this report was recorded."""
@@ -98,7 +99,22 @@ class JobContext:
 
     def cancel(self) -> None:
         """Called by the worker runtime; processors only read `cancelled`."""
-        self._cancelled.set()
+        with self._lock:
+            if self._cancelled.is_set():
+                return
+            self._cancelled.set()
+            callbacks, self._on_cancel = self._on_cancel, None
+        for callback in callbacks or ():
+            _call_quietly(callback)
+
+    def when_cancelled(self, callback: Callable[[], None]) -> None:
+        """Called by the worker runtime: ``callback()`` once `cancel` is called (at once if
+        it was), in the thread that cancels; how an async attempt learns of a lost lease."""
+        with self._lock:
+            if not self._cancelled.is_set():
+                self._on_cancel = [*(self._on_cancel or ()), callback]
+                return
+        _call_quietly(callback)
 
     def _ignore(self, percent: object) -> None:
         self._ignored += 1
@@ -109,6 +125,15 @@ class JobContext:
             self.job.id,
             _shown(percent),
         )
+
+
+def _call_quietly(callback: Callable[[], None]) -> None:
+    """A cancel callback of the runtime's: its error is logged, never raised into the
+    heartbeat that lost the lease."""
+    try:
+        callback()
+    except Exception:  # noqa: BLE001 - a bug of the runtime's: logged, the worker goes on
+        logging.getLogger("jobtrail.worker").exception("a cancel callback failed")
 
 
 def _percent(value: object) -> int | None:
@@ -138,6 +163,10 @@ class BaseProcessor(abc.ABC):
     requester must fix; a `TransientError` such as `UpstreamTimeout`, retried with backoff);
     any other exception is treated as an unexpected system error. A plain function can be a
     processor too: see `Registry.processor`.
+
+    ``process`` may be ``async def``: the worker then runs the attempt as a task on its one
+    event loop instead of on a thread of its own (docs/async.md); it raises, returns and
+    reports progress as a plain one does.
     """
 
     job_type: str

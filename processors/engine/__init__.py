@@ -6,8 +6,12 @@
 - `settings`: `WorkerSettings`, checked when made (`InvalidWorkerSettings`), and `WorkerStats`.
 - `claims`: how many jobs to claim, the claim command, and handing claimed jobs to the
   threads in claim order.
-- `runner`: the processor threads; whatever a processor does becomes a `Finished`, and a
-  thread that dies is noticed and replaced.
+- `runner`: the processor threads (started as needed once the registry holds an async
+  processor); whatever a processor does becomes a `Finished`, exactly one per attempt, and
+  a thread that dies is noticed and replaced.
+- `event_loop`: the one event loop, on its own thread, that runs async processors as tasks.
+- `wakeup`: the done queue whose wait a push wakeup or a stop can end, and how long an idle
+  worker sleeps.
 - `failures`: what a processor raised or returned, made safe to store (in its thread).
 - `writer`: outcomes applied to the held jobs in memory, the one-job-at-a-time fallbacks,
   and the stats and log lines of what was recorded.

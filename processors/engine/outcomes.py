@@ -6,7 +6,7 @@ or a failure) after any `Progressed` reports, all on one queue, in the order the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from jobtrail.domain.errors import JobError
@@ -19,6 +19,9 @@ class Running:
     job: Job
     ctx: JobContext
     started: float
+    settled: bool = field(default=False, compare=False, repr=False)
+    """Its `Finished` was put on the done queue: the runner puts one per attempt, whoever
+    ends it first (the processor, a hand-back, a dead thread or event loop)."""
 
 
 @dataclass(frozen=True)

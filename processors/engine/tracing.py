@@ -7,6 +7,10 @@ processor traces itself (an instrumented HTTP call, a database query) nests unde
 it records the attempt's outcome: ``jobtrail.outcome`` (``completed`` or ``failed``), the
 error's type, code, category and retryability, and an error status on failure.
 
+An async attempt (`run_async`) gets the same span, opened and closed in the attempt's own
+asyncio task: a task runs in a copy of the context, so its span is current for its
+coroutine only, never for the other attempts on the event loop.
+
 OpenTelemetry is optional: it is imported once, when the processor threads are made, and
 without it (or with the API but no SDK configured) an attempt runs exactly as before. The
 tracing never fails an attempt: an error of its own is logged at DEBUG and ignored.
@@ -15,7 +19,7 @@ tracing never fails an attempt: an error of its own is logged at DEBUG and ignor
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from jobtrail.domain.job import Job
@@ -47,6 +51,22 @@ class AttemptTracer:
         span, token = opened
         try:
             finished = attempt()
+            self._record(span, finished)
+            return finished
+        finally:
+            self._close(span, token)
+
+    async def run_async(self, job: Job, attempt: Callable[[], Awaitable[Finished]]) -> Finished:
+        """`run` for an async attempt: the span is current in the attempt's own task (each
+        task has its own context), so what the coroutine traces nests under it."""
+        if self._otel is None:
+            return await attempt()
+        opened = self._open(job)
+        if opened is None:
+            return await attempt()
+        span, token = opened
+        try:
+            finished = await attempt()
             self._record(span, finished)
             return finished
         finally:

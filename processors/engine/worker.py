@@ -99,7 +99,12 @@ class Worker:
         self._wakeup = wakeup
         self._idle_poll = settings.idle_poll(pushed=wakeup is not None)
         self._threads = ProcessorThreads(
-            registry, self._todo, self._done, settings.concurrency, settings.progress_seconds
+            registry,
+            self._todo,
+            self._done,
+            settings.concurrency,
+            settings.progress_seconds,
+            grace_seconds=settings.grace_seconds,
         )
         self._writer = OutcomeWriter(
             service, self._running, self.stats, self.clock, self.meta, observer

@@ -184,8 +184,10 @@ def test_a_duplicate_in_the_constructor_is_refused() -> None:
         Registry([AsClass(), AsClass()])
 
 
-async def not_a_plain_function(job: JobView, ctx: JobContext) -> None:
-    """An async processor would return a coroutine, never its result."""
+async def not_a_plain_function(job: JobView, ctx: JobContext) -> Any:
+    """An async generator would yield, never return its result (an `async def` that
+    returns is a processor: tests/integration/test_async_processors.py)."""
+    yield None
 
 
 @pytest.mark.parametrize(
@@ -195,7 +197,7 @@ async def not_a_plain_function(job: JobView, ctx: JobContext) -> None:
         (lambda r: r.processor("")(body), "non-empty string"),
         (lambda r: r.processor("one_argument")(lambda job: None), r"must take \(job, ctx\)"),
         (lambda r: r.processor("three")(lambda job, ctx, more: None), r"must take \(job, ctx\)"),
-        (lambda r: r.processor("async")(not_a_plain_function), "async"),
+        (lambda r: r.processor("async")(not_a_plain_function), "async generator"),
         (lambda r: r.register(AsClass), r"an instance, AsClass\(\)"),
         (lambda r: r.register(body), "not a BaseProcessor"),
     ],
