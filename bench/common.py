@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 import tempfile
 import time
 import uuid
@@ -223,3 +224,82 @@ def machine_load(when: str) -> None:
     """Cores and load average: other work on the machine skews every figure printed."""
     one, five, _ = os.getloadavg()
     print(f"[{when}: {os.cpu_count()} cores, load average {one:.2f} (1 min), {five:.2f} (5 min)]")
+
+
+# ---------------------------------------------------------------------- worker runs
+
+
+def count_rows(conninfo: str, query: str) -> int:
+    """The single integer ``query`` returns, on a connection of its own."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        found = conn.execute(query).fetchone()
+    assert found is not None
+    return int(found[0])
+
+
+def vacuum_analyze(conninfo: str, tables: Sequence[str]) -> None:
+    """What autovacuum would soon do to freshly queued rows: statistics, visibility map.
+
+    A table the schema no longer has is passed over (one list serves the schema's versions).
+    """
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        for table in tables:
+            found = conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()
+            if found is not None and found[0] is not None:
+                conn.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier(table)))
+
+
+@dataclass(frozen=True)
+class Drain:
+    """One worker run through jobs queued beforehand: from its start to all jobs terminal."""
+
+    system: str
+    setting: str
+    """What was varied, as printed: ``concurrency 4``, ``batch 10``."""
+    jobs: int
+    enqueue_seconds: float
+    seconds: float
+    terminal: int
+    """Jobs in a terminal state after the run (or completed, where a part counts those)."""
+    note: str = ""
+
+    @property
+    def rate(self) -> float:
+        return rate(self.jobs, self.seconds)
+
+    @property
+    def complete(self) -> bool:
+        return self.terminal == self.jobs
+
+
+def drain_row(run: Drain, ended: str = "terminal") -> None:
+    """A run's rate, with its time, how many jobs ended (``ended``: how the run counted
+    them) and how fast they were queued."""
+    row(
+        f"  {run.system}, {run.setting}",
+        f"{run.rate:,.0f} jobs/s",
+        f"{run.seconds:.2f} s; {run.terminal:,}/{run.jobs:,} {ended};"
+        f" queued at {rate(run.jobs, run.enqueue_seconds):,.0f} jobs/s{run.note}",
+    )
+    if not run.complete:
+        print(f"    WARNING: {run.jobs - run.terminal} jobs not {ended} after the run")
+
+
+def target(value: float, reference: float, at_least: float) -> str:
+    """Whether ``value / reference`` reaches ``at_least``: ``"target >= 1.5x: met"``."""
+    met = bool(reference) and value / reference >= at_least
+    return f"target >= {at_least:g}x: {'met' if met else 'NOT met'}"
+
+
+# ---------------------------------------------------------------------- subprocesses
+
+REPO = Path(__file__).resolve().parents[1]
+"""The repository root: the working directory of the subprocesses the benchmarks start."""
+
+
+def jobtrail_cli(*args: str) -> list[str]:
+    """The ``jobtrail`` command of this interpreter's environment, with ``args``."""
+    script = Path(sys.executable).with_name("jobtrail")
+    if script.exists():
+        return [str(script), *args]
+    return [sys.executable, "-m", "jobtrail", *args]

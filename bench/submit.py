@@ -1,9 +1,11 @@
-"""Batch submit throughput on PostgreSQL, against raw ``executemany`` in the same run.
+"""Batch submit throughput on PostgreSQL, against raw ``executemany`` and PgQueuer.
 
 ``submit_many`` queues a batch of jobs in one transaction: one `JobQueued` event and one
-`job` row per job. The peer inserts the same number of rows of similar width (shaped like
-an event row) with psycopg's ``executemany``, one commit per batch. Batches of the two
-alternate so both see the same background load.
+`job` row per job. The raw peer inserts the same number of rows of similar width (shaped
+like an event row) with psycopg's ``executemany``, one commit per batch; PgQueuer's batch
+``enqueue`` (asyncpg) queues the same number of jobs, each with a small JSON payload, in one
+statement (a queue row and a log row per job). Batches of the three alternate, in one
+database, so all see the same load.
 
     python -m bench.submit [--jobs 50000] [--batch 1000]
 """
@@ -22,7 +24,18 @@ from jobtrail.adapters.bootstrap import Jobtrail
 from jobtrail.domain.services import JobSpec
 from psycopg.types.json import Jsonb
 
-from bench.common import heading, machine_load, open_trail, rate, ratio, row, temp_postgres, timed
+from bench.common import (
+    heading,
+    machine_load,
+    open_trail,
+    rate,
+    ratio,
+    row,
+    target,
+    temp_postgres,
+    timed,
+)
+from bench.pgqueuer_peer import BatchEnqueue
 
 JOB_TYPE = "shot_video_generation"
 RAW_TABLE = """
@@ -116,13 +129,15 @@ def run_alternating(batches: list[Batch], count: int) -> list[float]:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=50_000, help="jobs submitted (timed)")
-    parser.add_argument("--batch", type=int, default=1000, help="jobs per submit_many call")
+    parser.add_argument(
+        "--batch", type=int, default=1000, help="jobs per submit_many / enqueue call"
+    )
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
-    print("bench.submit: submit_many throughput vs raw executemany, PostgreSQL")
+    print("bench.submit: submit_many vs raw executemany and PgQueuer's enqueue, PostgreSQL")
     machine_load("start")
     batches = max(1, args.jobs // args.batch)
     jobs = batches * args.batch
@@ -131,19 +146,31 @@ def main() -> None:
         open_trail(database.url) as trail,
         psycopg.connect(database.conninfo) as raw_conn,
     ):
-        batch_runs = [jobtrail_batch(trail, args.batch), raw_batch(raw_conn, args.batch)]
-        ours, raw = run_alternating(batch_runs, batches)
+        pgqueuer = BatchEnqueue(database, args.batch)
+        try:
+            batch_runs = [jobtrail_batch(trail, args.batch), raw_batch(raw_conn, args.batch)]
+            ours, raw, peer = run_alternating([*batch_runs, pgqueuer], batches)
+        finally:
+            pgqueuer.close()
     heading(f"PostgreSQL batch submit: {jobs:,} jobs in {batches} batches of {args.batch:,}")
-    print("  (batches of the two sides alternate; one untimed warm-up batch each first)")
+    print("  (batches of the three alternate; one untimed warm-up batch each first)")
     row("jobtrail submit_many", f"{rate(jobs, ours):,.0f} jobs/s", f"{ours:.2f} s")
     row(
         "raw psycopg executemany, commit per batch",
         f"{rate(jobs, raw):,.0f} rows/s",
         f"{raw:.2f} s",
     )
+    row("PgQueuer batch enqueue", f"{rate(jobs, peer):,.0f} jobs/s", f"{peer:.2f} s")
     row("ratio jobtrail / raw executemany", ratio(rate(jobs, ours), rate(jobs, raw)))
+    row(
+        "ratio jobtrail / PgQueuer",
+        ratio(rate(jobs, ours), rate(jobs, peer)),
+        target(rate(jobs, ours), rate(jobs, peer), 1),
+    )
     print("  jobtrail writes two rows per job (the JobQueued event and its job row); the")
-    print("  raw peer writes one event-shaped row per job, its rows built before the timer.")
+    print("  raw peer writes one event-shaped row per job, its rows built before the timer;")
+    print("  PgQueuer writes a queue row and a log row per job in one statement (its lists and")
+    print("  payloads built before the timer).")
     print("  Not measured in this run (DESIGN.md, same machine): Procrastinate batch enqueue")
     print("  ~16,000 jobs/s; psycopg executemany ~70k rows/s.")
     machine_load("end")

@@ -1,11 +1,13 @@
-"""Worker benchmarks on PostgreSQL: throughput, failure latency, memory, reaper delay.
+"""Worker benchmarks on PostgreSQL: throughput, latencies, memory, reaper, I/O-bound jobs.
 
-Every figure is printed next to a peer measured in the same run: Procrastinate 3.x (a
-PostgreSQL job queue; ``pip install -e '.[bench]'``) for the first three, the lease that
-had to run out for the fourth.
+Every figure is printed next to a peer measured in the same run: Procrastinate 3.x and
+PgQueuer 1.x (PostgreSQL job queues; ``pip install -e '.[bench]'``), or the lease that had
+to run out for the reaper.
 
 1. throughput: N no-op jobs queued beforehand; seconds from "worker starts" to "all N
-   jobs are in a terminal state", at each concurrency, each run in its own database.
+   jobs are in a terminal state", at each concurrency (jobtrail in this process, or as
+   ``--processes`` CLI workers: `bench.worker_processes`), each run in its own database;
+   beside each, Procrastinate at that concurrency and PgQueuer at each ``--pgqueuer-batch``.
 2. latency: a processor raises a non-retryable error; seconds until the job's row shows
    ``failed`` to an observer thread polling on its own connection every ~1 ms. Another
    process submits the jobs one at a time, at a modest rate, while the worker runs.
@@ -13,43 +15,48 @@ had to run out for the fourth.
    jobs (sampled as it goes), and its peak.
 4. reaper: a ``jobtrail worker --lease 2`` is SIGKILLed during a long job; seconds until a
    fresh ``jobtrail worker`` takes the job out of ``processing``.
+5. io: jobs that each wait 0.1 s, 200 at once (`bench.io_bound`).
+6. startup: submit call -> processor start on an idle worker (`bench.startup`).
 
-    python -m bench.worker [--only throughput latency memory reaper] [--jobs 10000]
+    python -m bench.worker [--only throughput latency memory reaper io startup]
+        [--jobs 10000] [--processes 1] [--pgqueuer-batch 10 100]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import cProfile
 import functools
 import io
 import itertools
 import json
 import logging
 import os
-import pstats
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
 from importlib.metadata import version
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import psycopg
 from jobtrail.domain.errors import InsufficientCredits
 from jobtrail.processors.base import BaseProcessor, JobContext, JobView
 from jobtrail.processors.registry import Registry
-from psycopg import sql
 
+from bench import io_bound, pgqueuer_peer, startup, worker_processes
 from bench.common import (
+    REPO,
+    Drain,
     PostgresDatabase,
+    count_rows,
+    drain_row,
     heading,
+    jobtrail_cli,
     machine_load,
     measure,
     mib,
@@ -60,9 +67,12 @@ from bench.common import (
     ratio,
     row,
     rss_kib,
+    target,
     temp_postgres,
+    vacuum_analyze,
     wait_until,
 )
+from bench.profiling import explaining_claim, profiling
 
 if TYPE_CHECKING:
     import procrastinate
@@ -82,7 +92,6 @@ Namespace = argparse.Namespace
 NOOP = "bench_noop"
 FAIL = "bench_fail"
 LONG_JOB = "shot_video_generation"
-REPO = Path(__file__).resolve().parents[1]
 
 JOBTRAIL_TERMINAL = "SELECT count(*) FROM job WHERE status IN ('completed', 'failed', 'cancelled')"
 PROCRASTINATE_TERMINAL = (
@@ -92,6 +101,8 @@ PROCRASTINATE_TERMINAL = (
 JOBTRAIL_FAILED = "SELECT id FROM job WHERE status = 'failed' AND id = ANY(%s)"
 PROCRASTINATE_FAILED = "SELECT id FROM procrastinate_jobs WHERE status = 'failed' AND id = ANY(%s)"
 JOBTRAIL_TABLES = ("job", "job_events", "job_lease")
+LEASE_ROW_EXPIRY = "SELECT lease_expires_at FROM job WHERE id = %s"
+LEASE_TABLE_EXPIRY = "SELECT expires_at FROM job_lease WHERE job_id = %s"
 PROCRASTINATE_TABLES = ("procrastinate_jobs",)
 
 
@@ -180,20 +191,6 @@ def quiet_procrastinate() -> None:
 # ---------------------------------------------------------------------- database helpers
 
 
-def count(conninfo: str, query: str) -> int:
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        found = conn.execute(query).fetchone()
-    assert found is not None
-    return int(found[0])
-
-
-def vacuum_analyze(conninfo: str, tables: Sequence[str]) -> None:
-    """What autovacuum would soon do to freshly queued rows: statistics, visibility map."""
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        for table in tables:
-            conn.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier(table)))
-
-
 def submit_noops(trail: Jobtrail, jobs: int, batch: int) -> None:
     from jobtrail.domain.services import JobSpec
 
@@ -219,33 +216,23 @@ async def prepare_procrastinate(
 # ---------------------------------------------------------------------- 1. throughput
 
 
-@dataclass(frozen=True)
-class Run:
-    system: str
-    concurrency: int
-    jobs: int
-    enqueue_seconds: float
-    seconds: float
-    terminal: int
-
-    @property
-    def rate(self) -> float:
-        return rate(self.jobs, self.seconds)
-
-
-def jobtrail_throughput(jobs: int, concurrency: int, batch: int, profile: bool) -> Run:
+def jobtrail_throughput(args: Namespace, concurrency: int) -> Drain:
+    """In this process (``--processes 1``), or as ``--processes`` CLI workers."""
     with temp_postgres() as database, open_trail(database.url) as trail:
-        _, enqueue = measure(lambda: submit_noops(trail, jobs, batch))
+        _, enqueue = measure(lambda: submit_noops(trail, args.jobs, args.batch))
         vacuum_analyze(database.conninfo, JOBTRAIL_TABLES)
+        if args.processes > 1:
+            return worker_processes.drain(database, args.processes, concurrency, args.jobs, enqueue)
         worker = trail.worker(noop_settings(concurrency), registry=noop_registry())
         title = f"jobtrail worker, concurrency {concurrency}"
+        profile = args.profile
         with explaining_claim(trail, database.conninfo, profile, title), profiling(profile, title):
             _, seconds = measure(worker.run)
-        terminal = count(database.conninfo, JOBTRAIL_TERMINAL)
-    return Run("jobtrail", concurrency, jobs, enqueue, seconds, terminal)
+        terminal = count_rows(database.conninfo, JOBTRAIL_TERMINAL)
+    return Drain("jobtrail", f"concurrency {concurrency}", args.jobs, enqueue, seconds, terminal)
 
 
-def procrastinate_throughput(jobs: int, concurrency: int, batch: int, flavour: str) -> Run:
+def procrastinate_throughput(jobs: int, concurrency: int, batch: int, flavour: str) -> Drain:
     async def run(conninfo: str) -> tuple[float, float]:
         app = procrastinate_app(conninfo, concurrency)
         task = noop_task(app, flavour, None)
@@ -260,59 +247,9 @@ def procrastinate_throughput(jobs: int, concurrency: int, batch: int, flavour: s
 
     with temp_postgres() as database:
         enqueue, seconds = asyncio.run(run(database.conninfo))
-        terminal = count(database.conninfo, PROCRASTINATE_TERMINAL)
-    return Run("Procrastinate", concurrency, jobs, enqueue, seconds, terminal)
-
-
-@contextmanager
-def profiling(enabled: bool, title: str, top: int = 25) -> Iterator[None]:
-    """cProfile of the calling thread (the worker's main loop: claims, flushes, SQL)."""
-    if not enabled:
-        yield
-        return
-    profiler = cProfile.Profile()
-    profiler.enable()
-    try:
-        yield
-    finally:
-        profiler.disable()
-        out = io.StringIO()
-        stats = pstats.Stats(profiler, stream=out).strip_dirs()
-        stats.sort_stats("tottime").print_stats(top)
-        stats.sort_stats("cumulative").print_stats(top)
-        heading(f"profile of {title} (main thread only; the rate is slowed by profiling)")
-        print(out.getvalue())
-
-
-@contextmanager
-def explaining_claim(trail: Jobtrail, conninfo: str, enabled: bool, title: str) -> Iterator[None]:
-    """EXPLAIN ANALYZE of the worker's first claim query (the queue still full).
-
-    Run on a side connection just before the worker sends it, then rolled back, so the
-    worker's own claim finds the rows unlocked.
-    """
-    if not enabled:
-        yield
-        return
-    from sqlalchemy import event
-
-    plan: list[str] = []
-
-    def explain(*hook: Any) -> None:
-        statement, parameters = hook[2], hook[3]
-        if plan or "SKIP LOCKED" not in statement:
-            return
-        with psycopg.connect(conninfo) as side:
-            plan.extend(str(r[0]) for r in side.execute(f"EXPLAIN ANALYZE {statement}", parameters))
-            side.rollback()
-
-    event.listen(trail.engine, "before_cursor_execute", explain)
-    try:
-        yield
-    finally:
-        event.remove(trail.engine, "before_cursor_execute", explain)
-        heading(f"plan of the first claim query of the {title}")
-        print("\n".join(f"  {line}" for line in plan))
+        terminal = count_rows(database.conninfo, PROCRASTINATE_TERMINAL)
+    setting = f"concurrency {concurrency}"
+    return Drain("Procrastinate", setting, jobs, enqueue, seconds, terminal)
 
 
 def bench_throughput(args: Namespace) -> None:
@@ -322,25 +259,28 @@ def bench_throughput(args: Namespace) -> None:
     )
     print(
         f"  each run in its own database; Procrastinate: {args.task} no-op task, a pool of"
-        " concurrency + 2 connections, run_worker_async(wait=False)"
+        " concurrency + 2 connections, run_worker_async(wait=False);"
+    )
+    print(
+        "  PgQueuer: one process, drain mode, no cap on concurrent tasks, rerun beside each"
+        " concurrency"
     )
     for concurrency in args.concurrency:
-        ours = jobtrail_throughput(args.jobs, concurrency, args.batch, args.profile)
-        peer = procrastinate_throughput(args.jobs, concurrency, args.batch, args.task)
-        print(f"  concurrency {concurrency}")
-        for run in (ours, peer):
-            row(
-                f"  {run.system} worker",
-                f"{run.rate:,.0f} jobs/s",
-                f"{run.seconds:.2f} s; {run.terminal:,}/{run.jobs:,} terminal;"
-                f" queued at {rate(run.jobs, run.enqueue_seconds):,.0f} jobs/s",
-            )
-            if run.terminal != run.jobs:
-                print(f"    WARNING: {run.jobs - run.terminal} jobs not terminal after the run")
+        ours = jobtrail_throughput(args, concurrency)
+        procrastinate = procrastinate_throughput(args.jobs, concurrency, args.batch, args.task)
+        pgqueuer = [pgqueuer_peer.throughput(args.jobs, b, args.batch) for b in args.pgqueuer_batch]
+        print(f"  jobtrail {ours.setting}")
+        for run in (ours, procrastinate, *pgqueuer):
+            drain_row(run)
+        for run in pgqueuer:
+            row(f"  ratio jobtrail / PgQueuer {run.setting}", ratio(ours.rate, run.rate))
+        best = max(pgqueuer, key=lambda run: run.rate)
+        label = f"  ratio jobtrail / PgQueuer at its best ({best.setting})"
+        row(label, ratio(ours.rate, best.rate), target(ours.rate, best.rate, 1.5))
         row(
             "  ratio jobtrail / Procrastinate",
-            ratio(ours.rate, peer.rate),
-            "(target >= 5x)",
+            ratio(ours.rate, procrastinate.rate),
+            target(ours.rate, procrastinate.rate, 10),
         )
     print("  DESIGN.md, not measured here: Procrastinate 3.10, concurrency 4 ~490 jobs/s")
 
@@ -692,7 +632,7 @@ def jobtrail_memory(args: Namespace) -> dict[str, Any]:
         vacuum_analyze(database.conninfo, JOBTRAIL_TABLES)
         report = run_child("jobtrail-memory", database, args)
         report["samples"] = {int(k): v for k, v in report["samples"].items()}
-        report["terminal"] = count(database.conninfo, JOBTRAIL_TERMINAL)
+        report["terminal"] = count_rows(database.conninfo, JOBTRAIL_TERMINAL)
     return report
 
 
@@ -708,7 +648,7 @@ def procrastinate_memory(args: Namespace) -> dict[str, Any]:
         vacuum_analyze(database.conninfo, PROCRASTINATE_TABLES)
         report = run_child("procrastinate-memory", database, args)
         report["samples"] = {int(k): v for k, v in report["samples"].items()}
-        report["terminal"] = count(database.conninfo, PROCRASTINATE_TERMINAL)
+        report["terminal"] = count_rows(database.conninfo, PROCRASTINATE_TERMINAL)
     return report
 
 
@@ -759,13 +699,6 @@ class Reaping:
     """Seconds from the kill to the ``recorded_at`` of the event the reaper appended."""
 
 
-def jobtrail_command(*args: str) -> list[str]:
-    script = Path(sys.executable).with_name("jobtrail")
-    if script.exists():
-        return [str(script), *args]
-    return [sys.executable, "-m", "jobtrail", *args]
-
-
 def status_of(conn: psycopg.Connection[Any], job_id: str) -> str:
     found = conn.execute("SELECT status FROM job WHERE id = %s", (job_id,)).fetchone()
     return str(found[0]) if found else "(none)"
@@ -778,7 +711,7 @@ def left_processing(conn: psycopg.Connection[Any], job_id: str) -> str | None:
 
 def start_worker(env: dict[str, str], log: io.TextIOWrapper, *args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        jobtrail_command("worker", *args),
+        jobtrail_cli("worker", *args),
         cwd=REPO,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -828,7 +761,10 @@ def reap_once(
 
 
 def lease_expiry(conn: psycopg.Connection[Any], job_id: str) -> float:
-    found = conn.execute("SELECT expires_at FROM job_lease WHERE job_id = %s", (job_id,)).fetchone()
+    """In the job's row, or in ``job_lease`` where the schema still has that table."""
+    own_table = conn.execute("SELECT to_regclass('job_lease') IS NOT NULL").fetchone()
+    query = LEASE_TABLE_EXPIRY if own_table and own_table[0] else LEASE_ROW_EXPIRY
+    found = conn.execute(query, (job_id,)).fetchone()
     if found is None:
         raise RuntimeError(f"job {job_id} has no lease")
     return float(found[0].timestamp())
@@ -888,6 +824,8 @@ PARTS: dict[str, Callable[[Namespace], None]] = {
     "latency": bench_latency,
     "memory": bench_memory,
     "reaper": bench_reaper,
+    "io": io_bound.bench_io,
+    "startup": startup.bench_startup,
 }
 
 
@@ -901,6 +839,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Namespace:
     add("--jobs", type=int, default=10_000, help="no-op jobs per throughput run")
     add("--concurrency", type=int, nargs="+", default=[4, 16], help="throughput concurrencies")
     add("--profile", action="store_true", help="cProfile the jobtrail throughput runs")
+    add("--processes", type=int, default=1, help="jobtrail worker processes (throughput)")
+    add("--pgqueuer-batch", type=int, nargs="+", default=[10, 100], help="PgQueuer batch sizes")
     # 2. latency
     add("--failures", type=int, default=300, help="failing jobs per latency run")
     add("--failure-rate", type=float, default=50.0, help="failing jobs submitted per second")
@@ -920,6 +860,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Namespace:
     add("--reaper-reps", type=int, default=5, help="kill-and-reap repetitions")
     add("--lease", type=float, default=2.0, help="lease of the worker that is killed (s)")
     add("--heartbeat", type=float, default=0.5, help="heartbeat of that worker (s)")
+    io_bound.add_arguments(parser)  # 5. io
+    startup.add_arguments(parser)  # 6. startup
     # internal: the memory subprocesses
     add("--child", choices=list(CHILDREN), help=argparse.SUPPRESS)
     add("--child-url", help=argparse.SUPPRESS)
@@ -932,12 +874,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     quiet_procrastinate()
+    pgqueuer_peer.quiet()
     if args.child:
         print(json.dumps(CHILDREN[args.child](args)))
         return
     print(
-        "bench.worker: jobtrail's worker vs Procrastinate"
-        f" {version('procrastinate')} on PostgreSQL, same run, same machine"
+        f"bench.worker: jobtrail's worker vs Procrastinate {version('procrastinate')} and"
+        f" PgQueuer {version('pgqueuer')} on PostgreSQL, same run, same machine"
     )
     machine_load("start")
     for name, bench in PARTS.items():
