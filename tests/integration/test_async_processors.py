@@ -830,30 +830,6 @@ def test_sigterm_hands_async_jobs_back_after_the_grace_period(
         check_history(job_id, pg_trail.history(job_id))
 
 
-@pytest.mark.postgres
-def test_a_killed_cli_worker_s_async_job_is_reaped_and_retried(
-    pg_trail: Jobtrail, cli_env: dict[str, str]
-) -> None:
-    job_id = pg_trail.submit("shot_video_generation", {"duration_ms": 60_000}, max_attempts=2)
-    doomed = start_cli_worker(cli_env, "--lease", "1", "--heartbeat", "0.2")
-    try:
-        wait_for(lambda: pg_trail.get(job_id)["status"] == "processing", 20, "the job to start")
-    finally:
-        doomed.send_signal(signal.SIGKILL)
-        doomed.wait()
-
-    pg_trail.service.policy = RetryPolicy(base_delay=0)
-    reaper = pg_trail.reaper()
-    wait_for(
-        lambda: reaper.reap_once() > 0 or pg_trail.get(job_id)["status"] != "processing",
-        15,
-        "the lease to expire and the reaper to fail the job",
-    )
-    retry = next(e for e in pg_trail.history(job_id) if e.type == "JobRetryScheduled")
-    assert retry.error_code == "lease_expired"  # type: ignore[attr-defined]
-    assert pg_trail.get(job_id)["status"] == "queued"
-
-
 def test_the_cli_worker_runs_every_hostile_async_processor_and_exits_0(
     capsys: pytest.CaptureFixture[str], sqlite_url: str
 ) -> None:

@@ -168,11 +168,17 @@ def start_cli_worker(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     )
 
 
+ASYNC_APP = ("--app", "tests.fixtures.async_processors:registry")
+"""The same sample job types, as async processors (tests/integration/test_async_processors.py)."""
+
+
+@pytest.mark.parametrize("app", [(), ASYNC_APP], ids=["threads", "async"])
 def test_a_killed_worker_s_job_is_reaped_and_retried(
-    pg_trail: Jobtrail, cli_env: dict[str, str]
+    pg_trail: Jobtrail, cli_env: dict[str, str], app: tuple[str, ...]
 ) -> None:
     job_id = pg_trail.submit("shot_video_generation", {"duration_ms": 60_000}, max_attempts=2)
-    doomed = start_cli_worker(cli_env, "--lease", "1", "--heartbeat", "0.2")
+    env = {k: v for k, v in cli_env.items() if k != "JOBTRAIL_APP"}
+    doomed = start_cli_worker(env, *app, "--lease", "1", "--heartbeat", "0.2")
     try:
         wait_for(lambda: pg_trail.get(job_id)["status"] == "processing", 20, "the job to start")
     finally:
