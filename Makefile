@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck-tree bench clean browser
+.PHONY: demo test lint typecheck-tree bench clean browser netns
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,7 +47,15 @@ browser:
 		|| { apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver; }; \
 	fi
 
-test: lint $(NODE_DIR)/node_modules/.installed browser
+# iproute2's `ip` for the network-partition test (tests/integration/test_partition.py), which
+# makes its hosts as network namespaces; installed when missing where apt-get is.
+netns:
+	@if ! command -v ip >/dev/null && [ ! -x /usr/sbin/ip ] && command -v apt-get >/dev/null; then \
+		apt-get install -y --no-install-recommends iproute2 \
+		|| { apt-get update && apt-get install -y --no-install-recommends iproute2; }; \
+	fi
+
+test: lint $(NODE_DIR)/node_modules/.installed browser netns
 	$(BIN)/pytest -q
 
 bench: $(BIN)/.installed

@@ -10,11 +10,13 @@ the `postgres` user.
 from __future__ import annotations
 
 import glob
+import ipaddress
 import os
 import pwd
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from tests.kafka_broker import free_port
@@ -45,6 +47,7 @@ class OwnPostgres:
         self.bindir = _bindir()
         self.port = free_port()
         self.data = Path(tempfile.mkdtemp(prefix="jobtrail-pg-"))
+        self.also_listen: tuple[str, ...] = ()
         self._as_postgres = os.geteuid() == 0
         if self._as_postgres:
             owner = pwd.getpwnam("postgres")
@@ -55,8 +58,17 @@ class OwnPostgres:
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1"
+    def start(self, also_listen: Sequence[str] | None = None) -> None:
+        """``also_listen``: interfaces in CIDR form (``10.1.2.1/30``) the server listens on
+        besides 127.0.0.1, trusting clients of each one's network (other network namespaces'
+        ends of veth pairs: tests/netns.py). Kept for later starts; None: as before."""
+        if also_listen is not None:
+            self._trust(also_listen)
+            self.also_listen = tuple(also_listen)
+        addresses = ",".join(
+            ["127.0.0.1", *(str(ipaddress.ip_interface(i).ip) for i in self.also_listen)]
+        )
+        options = f"-p {self.port} -k {self.data} -c listen_addresses={addresses}"
         self._run(
             "pg_ctl",
             "-D",
@@ -68,6 +80,13 @@ class OwnPostgres:
             "-w",
             "start",
         )
+
+    def _trust(self, interfaces: Sequence[str]) -> None:
+        """Let clients of each interface's network in without a password, as initdb's
+        ``-A trust`` lets 127.0.0.1 in (pg_hba.conf is read at start)."""
+        networks = {str(ipaddress.ip_interface(i).network) for i in interfaces}
+        with (self.data / "pg_hba.conf").open("a") as hba:
+            hba.writelines(f"host all all {network} trust\n" for network in sorted(networks))
 
     def stop(self, mode: str = "fast") -> None:
         """`fast`: a clean shutdown; `immediate`: a crash, recovered from the WAL on start."""

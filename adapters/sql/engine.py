@@ -3,7 +3,9 @@
 SQLite: WAL journal, a busy timeout, and ``BEGIN IMMEDIATE`` for write transactions so
 two writers never deadlock upgrading a read lock; its ``handle_error`` hook tells a missing
 schema from other errors (`jobtrail.adapters.sql.errors`). PostgreSQL: psycopg 3, plain
-``postgresql://`` URLs accepted.
+``postgresql://`` URLs accepted; every session asks the server to end it once its client has
+been silent for about 12 s (`SERVER_KEEPALIVES`), so a host cut off mid-transaction frees
+its locks.
 
 A URL is checked when its engine is made, before anything connects: an empty one, another
 database or driver, a malformed URL or an option the driver does not take is one
@@ -44,6 +46,21 @@ URL_FORMS = "sqlite:///PATH or postgresql://USER@HOST[:PORT]/DATABASE"
 
 _PASSWORD = re.compile(r"(://[^/@:]*:)[^/@]*@")
 
+SERVER_KEEPALIVES = {
+    "tcp_keepalives_idle": 5,
+    "tcp_keepalives_interval": 2,
+    "tcp_keepalives_count": 3,
+    "tcp_user_timeout": 12_000,
+}
+"""Asked of the server for each PostgreSQL session: end the session of a client that has
+not been heard from for about 12 s — probes of a silent connection after 5 s, 2 s apart
+(keepalives), and at most 12 s for data sent to it to be acknowledged (the user timeout,
+PostgreSQL 12 and later). A worker's host cut off in the middle of a transaction (say
+between a turn's writes and its COMMIT) otherwise keeps its row locks and the append lock
+for as long as the server's kernel waits, two hours or a quarter of an hour: the other
+hosts' appends, and their reapers, wait with it. A live client's kernel answers at once,
+however long its transaction; a URL whose ``options`` set ``tcp_*`` keeps its own."""
+
 
 def normalise_url(url: str) -> str:
     """Accept ``postgresql://`` and ``postgres://`` URLs and use psycopg 3 for them."""
@@ -82,6 +99,8 @@ def create(url: str, *, read_only: bool = False, **kwargs: Any) -> Engine:
     event.listen(engine, "handle_error", name_refused_value)
     if parsed.get_backend_name() == "sqlite":
         _configure_sqlite(engine, read_only)
+    elif "tcp_" not in str(parsed.query.get("options", "")):
+        _ask_for_keepalives(engine)
     return engine
 
 
@@ -186,6 +205,24 @@ def _configure_sqlite(engine: Engine, read_only: bool) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     event.listen(engine, "handle_error", confirm_sqlite_schema)
+
+
+def _ask_for_keepalives(engine: Engine) -> None:
+    """`SERVER_KEEPALIVES` on each new connection (a SET, not the startup packet's
+    ``options``, which PgBouncer refuses)."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        wanted = list(SERVER_KEEPALIVES.items())
+        if dbapi_connection.info.server_version < 120000:  # no tcp_user_timeout before 12
+            wanted = [(name, v) for name, v in wanted if name != "tcp_user_timeout"]
+        settings = ", ".join(f"set_config('{name}', '{v}', false)" for name, v in wanted)
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True  # a session setting, outside any transaction
+        try:
+            dbapi_connection.execute(f"SELECT {settings}")
+        finally:
+            dbapi_connection.autocommit = autocommit
 
 
 def _read_only_uri(path: Path) -> str:
