@@ -114,6 +114,10 @@ class AppendOnlyViolation(StorageError):
     """The event log is append-only: {reason}."""
 
 
+class ArchiveRefused(StorageError):
+    """The archive was refused: {reason}."""
+
+
 class CannotWrite(JobtrailError):
     """Cannot write {path}: {reason}."""
 

@@ -60,3 +60,29 @@ class RunningDigest:
 
     def matches(self, seal: Seal) -> bool:
         return (self.count, self.digest) == (seal.event_count, seal.digest)
+
+
+@dataclass(frozen=True)
+class ArchiveRecord:
+    """What `jobtrail archive` recorded before it removed anything from the log.
+
+    ``event_count`` events of ``job_count`` whole finished histories, at positions
+    ``first_position`` to ``last_position``, folded into ``events_digest``, went to the file
+    ``file_name`` (``file_bytes`` bytes, sha256 ``file_digest``). The archive was cut at seal
+    ``seal_id``; what it left of the log up to that seal's position folds into
+    ``kept_count`` events and ``kept_digest`` (checked by a replay without the files).
+    """
+
+    archive_id: int
+    seal_id: int
+    seal_position: int
+    file_name: str
+    file_digest: str
+    file_bytes: int
+    event_count: int
+    job_count: int
+    first_position: int
+    last_position: int
+    events_digest: str
+    kept_count: int
+    kept_digest: str

@@ -52,24 +52,24 @@ def export(engine: Engine, out: Path, *, force: bool = False) -> Exported:
     check_destination(out, force=force)
     running = RunningDigest()
     with (
-        _partial_beside(out) as (partial, f),
+        partial_beside(out) as (partial, f),
         translated_errors(),
         engine.connect() as conn,
     ):
         upto = last_position(conn, LIVE)
-        _line(f, {HEADER: FORMAT_VERSION})
+        write_line(f, {HEADER: FORMAT_VERSION})
         for record in stream_in_position_order(conn, LIVE, upto):
             running.add(record.position, record.hash)
-            _line(f, record.envelope())
+            write_line(f, record.envelope())
         seals = [s for s in read_seals(conn, LIVE) if s.position <= upto]
         for seal in seals:
-            _line(f, {"seal": seal.__dict__})
+            write_line(f, {"seal": seal.__dict__})
         manifest = {"count": running.count, "last_position": upto, "digest": running.digest}
-        _line(f, {"manifest": manifest})
+        write_line(f, {"manifest": manifest})
         f.flush()
         os.fsync(f.fileno())
         conn.rollback()
-        _move_into_place(partial, out, force=force)
+        move_into_place(partial, out, force=force)
     return Exported(running.count, upto, running.digest, len(seals))
 
 
@@ -90,7 +90,7 @@ def check_destination(out: Path, *, force: bool = False) -> None:
 
 
 @contextlib.contextmanager
-def _partial_beside(out: Path) -> Iterator[tuple[Path, IO[str]]]:
+def partial_beside(out: Path) -> Iterator[tuple[Path, IO[str]]]:
     """A new file in ``out``'s directory, removed unless it was moved into place."""
     partial = out.with_name(f".{out.name}.{secrets.token_hex(4)}.partial")
     try:  # O_EXCL: a name of its own; 0o666 less the umask, as a plain open would give
@@ -107,7 +107,7 @@ def _partial_beside(out: Path) -> Iterator[tuple[Path, IO[str]]]:
             partial.unlink()
 
 
-def _move_into_place(partial: Path, out: Path, *, force: bool) -> None:
+def move_into_place(partial: Path, out: Path, *, force: bool) -> None:
     if force:
         partial.replace(out)
         return
@@ -123,6 +123,6 @@ def _move_into_place(partial: Path, out: Path, *, force: bool) -> None:
         partial.replace(out)
 
 
-def _line(f: IO[str], value: dict[str, Any]) -> None:
+def write_line(f: IO[str], value: dict[str, Any]) -> None:
     f.write(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
     f.write("\n")

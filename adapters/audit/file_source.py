@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import IO
 
 from jobtrail.adapters.audit.checks.records import Problem, StoredEvent
-from jobtrail.adapters.audit.export_format import FORMAT_VERSION, HEADER, Manifest
+from jobtrail.adapters.audit.export_format import ARCHIVE, FORMAT_VERSION, HEADER, Manifest
 from jobtrail.adapters.audit.published import stored_event
 from jobtrail.adapters.audit.staging import Loaded, Staging
 from jobtrail.adapters.kafka.errors import UndecodableMessage
@@ -66,6 +66,8 @@ def _file_events(f: IO[str], loaded: Loaded, seals: list[Seal]) -> Iterator[Stor
                 loaded.manifest = Manifest(**value["manifest"])
             elif "seal" in value:
                 seals.append(Seal(**value["seal"]))
+            elif ARCHIVE in value and number == 2:
+                loaded.archive = dict(value[ARCHIVE])
             else:
                 yield stored_event(line.encode())
         except (json.JSONDecodeError, TypeError, UndecodableMessage) as error:

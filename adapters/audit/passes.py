@@ -8,13 +8,14 @@ it only adds to the `Report` it is given, so parts can be merged.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import heapq
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from jobtrail.adapters.audit.checks.history import verify_job
-from jobtrail.adapters.audit.checks.records import group_by_job
+from jobtrail.adapters.audit.checks.records import Problem, group_by_job
 from jobtrail.adapters.audit.checks.report import Report, show
 from jobtrail.adapters.audit.checks.row_diff import diff_rows
 from jobtrail.adapters.audit.checks.seal_check import SealCheck, check_seals
@@ -22,6 +23,7 @@ from jobtrail.adapters.audit.reads import (
     EVERY_JOB,
     JobRange,
     LogTables,
+    read_archives,
     read_seals,
     stream_live_rows,
     stream_positions,
@@ -29,7 +31,7 @@ from jobtrail.adapters.audit.reads import (
 )
 from jobtrail.domain.canonical import utc_iso
 from jobtrail.domain.errors import StorageError
-from jobtrail.domain.seals import Seal
+from jobtrail.domain.seals import ArchiveRecord, RunningDigest, Seal
 from sqlalchemy import Connection
 
 RowSink = Callable[[dict[str, Any]], None]
@@ -116,8 +118,16 @@ def seal_pass(
     scope: Scope,
     progress: Progress | None,
     total: int | None,
+    archived: Iterable[tuple[int, str]] | None = None,
 ) -> SealCheck | None:
-    """Check the seals (from the last one before ``--since``); None when they cannot be."""
+    """Check the seals (from the last one before ``--since``); None when they cannot be.
+
+    After an archive, the seals up to its cut cover events that are no longer in the log.
+    Given the archived events (``archived``, read from the archive files) they are merged
+    back in and every seal is checked from the start; without them, what is left up to the
+    last archive's cut is compared with the digest that archive recorded, and the seals
+    after it are checked on from its seal.
+    """
     if tables.seals is None:
         report.seals = {"checked": False, "reason": "seals are not published on the topic"}
         return None
@@ -125,8 +135,21 @@ def seal_pass(
         report.seals = {"checked": False, "reason": "a single job was replayed (--job)"}
         return None
     seals = read_seals(conn, tables)
+    records = read_archives(conn, tables)
     start = _last_seal_upto(seals, scope.since)
-    entries = stream_positions(conn, tables, start.position if start else 0)
+    why = "taken as verified"
+    kept: list[Problem] = []
+    if archived is not None:
+        start = None
+        entries: Iterator[tuple[int, str]] = heapq.merge(
+            archived, stream_positions(conn, tables, 0)
+        )
+    else:
+        if records and (start is None or start.position < records[-1].seal_position):
+            start = _seal_of(seals, records[-1])
+            kept = _kept_problems(conn, tables, records[-1])
+            why = f"the cut of archive {records[-1].archive_id} (what it left there was checked)"
+        entries = stream_positions(conn, tables, start.position if start else 0)
     if progress:
         entries = _counted(entries, progress, total)
     check = check_seals(entries, seals, start)
@@ -138,14 +161,54 @@ def seal_pass(
         "events": check.events,
         "last_position": check.last_position,
         "digest": check.digest,
+        "archives": _archives_summary(records, files=archived is not None),
     }
     if start is not None:
         report.notes.append(
-            f"seals: started from seal {start.seal_id} at position {start.position}, "
-            "taken as verified"
+            f"seals: started from seal {start.seal_id} at position {start.position}, {why}"
         )
+    report.add(kept)
     report.add(check.problems)
     return check
+
+
+def _seal_of(seals: list[Seal], record: ArchiveRecord) -> Seal:
+    for seal in seals:
+        if seal.seal_id == record.seal_id:
+            return seal
+    return Seal(record.seal_id, record.seal_position, -1, "(the seal is missing)")
+
+
+def _kept_problems(conn: Connection, tables: LogTables, record: ArchiveRecord) -> list[Problem]:
+    """What the log holds up to the last archive's cut, against what that archive left."""
+    left = RunningDigest()
+    for position, event_hash in stream_positions(conn, tables, 0, record.seal_position):
+        left.add(position, event_hash)
+    if (left.count, left.digest) == (record.kept_count, record.kept_digest):
+        return []
+    if left.count < record.kept_count:
+        change = f"{record.kept_count - left.count} event(s) fewer: events were deleted"
+    elif left.count > record.kept_count:
+        change = f"{left.count - record.kept_count} event(s) more: events were inserted"
+    else:
+        change = "the same number of events but another digest: events were changed"
+    return [
+        Problem(
+            "archive_kept_mismatch",
+            f"archive {record.archive_id} left {record.kept_count} events up to position "
+            f"{record.seal_position}; the log now has {change}",
+            position=record.seal_position,
+        )
+    ]
+
+
+def _archives_summary(records: list[ArchiveRecord], *, files: bool) -> dict[str, Any]:
+    return {
+        "records": len(records),
+        "events": sum(r.event_count for r in records),
+        "jobs": sum(r.job_count for r in records),
+        "files_checked": files,
+    }
 
 
 def _last_seal_upto(seals: list[Seal], since: int | None) -> Seal | None:

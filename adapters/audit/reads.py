@@ -16,8 +16,8 @@ from typing import Any
 from jobtrail.adapters.audit.checks.records import StoredEvent
 from jobtrail.adapters.audit.checks.row_diff import LiveRow
 from jobtrail.adapters.sql.engine import is_postgres
-from jobtrail.adapters.sql.schema import job, job_events, job_log_seals
-from jobtrail.domain.seals import Seal
+from jobtrail.adapters.sql.schema import job, job_events, job_log_archives, job_log_seals
+from jobtrail.domain.seals import ArchiveRecord, Seal
 from jobtrail.projections.job_table import COLUMNS
 from psycopg.types.json import set_json_loads
 from sqlalchemy import Connection, Select, Table, func, select
@@ -28,13 +28,15 @@ FETCH = 5000
 
 @dataclass(frozen=True)
 class LogTables:
-    """The event table and the seal table a replay reads (real or staged)."""
+    """The event table and the seal table a replay reads (real or staged), and the
+    archive records (the database's own log only)."""
 
     events: Table
     seals: Table | None
+    archives: Table | None = None
 
 
-LIVE = LogTables(job_events, job_log_seals)
+LIVE = LogTables(job_events, job_log_seals, job_log_archives)
 
 
 def _streamed(query: Select[Any]) -> Select[Any]:
@@ -175,6 +177,38 @@ def read_seals(conn: Connection, tables: LogTables) -> list[Seal]:
         s.c.position, s.c.seal_id
     )
     return [Seal(*row) for row in conn.execute(query)]
+
+
+def read_archives(conn: Connection, tables: LogTables) -> list[ArchiveRecord]:
+    """Every archive record, oldest first (few: one per `jobtrail archive`)."""
+    if tables.archives is None:
+        return []
+    a = tables.archives
+    fields = ArchiveRecord.__dataclass_fields__
+    query = select(*(a.c[name] for name in fields)).order_by(a.c.archive_id)
+    return [ArchiveRecord(*row) for row in conn.execute(query)]
+
+
+def stream_marked(
+    conn: Connection, upto: int, chosen: Select[Any]
+) -> Iterator[tuple[StoredEvent, bool]]:
+    """Every event up to ``upto`` in position order, marked when its job is in ``chosen``
+    (a query of job ids): one pass that an archive splits into what moves and what stays."""
+    t = job_events
+    picked = chosen.subquery()
+    query = (
+        select(*_record_columns(t), picked.c.job_id.is_not(None))
+        .select_from(t.outerjoin(picked, picked.c.job_id == t.c.job_id))
+        .where(t.c.position <= upto)
+        .order_by(t.c.position)
+    )
+    for row in _rows(conn, query):
+        yield StoredEvent(*row[:-1]), bool(row[-1])
+
+
+def stream_query(conn: Connection, query: Select[Any]) -> Iterator[Sequence[Any]]:
+    """Any read of the log, streamed like the others (in the caller's transaction)."""
+    return _rows(conn, query)
 
 
 def split_jobs(conn: Connection, parts: int) -> list[JobRange]:

@@ -8,6 +8,9 @@ live table agree with each other even while jobs keep running. The passes are in
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from jobtrail.adapters.audit.archive_files import check_archive_files
 from jobtrail.adapters.audit.checks.records import Problem
 from jobtrail.adapters.audit.checks.report import Report
 from jobtrail.adapters.audit.checks.seal_check import SealCheck
@@ -21,7 +24,7 @@ from jobtrail.adapters.audit.passes import (
     histories,
     seal_pass,
 )
-from jobtrail.adapters.audit.reads import LIVE, LogTables, count_events
+from jobtrail.adapters.audit.reads import LIVE, LogTables, count_events, read_archives
 from jobtrail.adapters.sql.engine import is_postgres, translated_errors
 from sqlalchemy import Connection, Engine
 
@@ -34,11 +37,14 @@ def replay_database(
     progress: Progress | None = None,
     max_problems: int = 10_000,
     workers: int | None = None,
+    archives: Path | None = None,
 ) -> Report:
     """Replay the database's log.
 
     ``workers``: processes verifying histories (PostgreSQL, whole log or ``since``, no
     ``on_row``); None picks by the log's size. The report does not depend on it.
+    ``archives``: the folder of the archive files, checked against their records and merged
+    back into the seal pass (in this process).
     """
     report = Report(source="db", scope=scope.as_dict(), max_problems=max_problems)
     snapshot = {"isolation_level": "REPEATABLE READ"} if is_postgres(engine) else {}
@@ -47,6 +53,9 @@ def replay_database(
         engine.connect().execution_options(**snapshot) as conn,
         conn.begin(),
     ):
+        if archives is not None:
+            _replay_with_archives(conn, report, scope, archives, on_row, progress)
+            return report
         parallel = is_postgres(engine) and scope.job_id is None and on_row is None
         count = (workers or default_workers(conn)) if parallel else 1
         if count > 1:
@@ -54,6 +63,27 @@ def replay_database(
         else:
             _replay(conn, LIVE, report, scope, live=True, on_row=on_row, progress=progress)
     return report
+
+
+def _replay_with_archives(
+    conn: Connection,
+    report: Report,
+    scope: Scope,
+    directory: Path,
+    on_row: RowSink | None,
+    progress: Progress | None,
+) -> None:
+    files = check_archive_files(directory, read_archives(conn, LIVE), report)
+    try:
+        total = count_events(conn, LIVE) if progress else None
+        seal_pass(conn, LIVE, report, scope, progress, total, archived=files.entries())
+        report.seals["archives"].update(files_found=files.checked, events_in_files=files.events)
+        histories(
+            conn, LIVE, report, scope, live=True, on_row=on_row, progress=progress, total=total
+        )
+        add_notes(report, scope, live=True)
+    finally:
+        files.close()
 
 
 def replay_staged(

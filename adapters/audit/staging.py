@@ -119,3 +119,5 @@ class Loaded:
     tables: LogTables
     problems: list[Problem]
     manifest: Manifest | None = None
+    archive: dict[str, Any] | None = None
+    """An archive file's ``archive`` line (None: a whole export, or a topic)."""

@@ -72,6 +72,13 @@ def add_commands(commands: Any) -> None:
         help="where the log is read from (default db)",
     )
     replay.add_argument(
+        "--archives",
+        type=directory_arg,
+        metavar="DIR",
+        help="the archive files: checked against their records, and the seals before each "
+        "archive's cut checked again with them",
+    )
+    replay.add_argument(
         "--idle",
         type=positive_float,
         default=2.0,
@@ -127,6 +134,13 @@ def source_arg(text: str) -> Source:
             raise argparse.ArgumentTypeError(f"no file {path}")
         return Source("file", path)
     raise argparse.ArgumentTypeError(f"expected db, file:PATH or kafka, not {text!r}")
+
+
+def directory_arg(text: str) -> Path:
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"no directory {path}")
+    return path
 
 
 def job_id_arg(text: str) -> str:
@@ -185,6 +199,7 @@ def cmd_replay(trail: Jobtrail, args: argparse.Namespace) -> int:
                 progress=progress,
                 max_problems=args.max_problems,
                 workers=args.workers,
+                archives=args.archives,
             )
         else:
             report = _replay_elsewhere(args, scope, rows, progress)
@@ -217,6 +232,12 @@ def _replay_elsewhere(
         source = f"kafka:{settings.kafka_topic}"
     report = Report(source=source, scope=scope.as_dict(), max_problems=args.max_problems)
     report.add(loaded.problems)
+    if loaded.archive is not None:
+        report.notes.append(
+            f"an archive cut at seal {loaded.archive.get('seal_id')}: its histories and "
+            "manifest were checked; its record and the seals are checked with the log "
+            "(`jobtrail replay --archives DIR`)"
+        )
     try:
         return _staged(loaded, report, scope, rows, progress)
     finally:
@@ -291,6 +312,17 @@ def print_report(report: Report) -> None:
         )
     else:
         say(f"  seals: not checked: {seals.get('reason')}")
+    if archives := seals.get("archives", {}).get("records"):
+        summary = seals["archives"]
+        say(
+            f"  archives: {summary['events']:,} events of {summary['jobs']:,} jobs are in "
+            f"{archives} archive(s), not in the log; "
+            + (
+                f"{summary.get('files_found', 0)} file(s) checked against their records"
+                if summary["files_checked"]
+                else "their files were not checked (--archives DIR checks them)"
+            )
+        )
     if report.rows_compared:
         say(f"  job table: {report.rows_compared:,} rebuilt rows compared with the live table")
     if report.duplicates:

@@ -233,6 +233,10 @@ def add_job_commands(commands: Any) -> None:
 
     retry.add_command(commands)
 
+    from jobtrail.adapters.cli import archive  # its parser needs the standard library only
+
+    archive.add_command(commands)
+
     wait = commands.add_parser(
         "wait",
         help="wait for a job to finish (exit 0 completed, 1 failed, 3 cancelled, 4 timed out)",

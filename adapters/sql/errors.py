@@ -10,6 +10,8 @@ SQLSTATE                                          error
 ================================================  ==================================
 ``JT001`` (ours: the append-only triggers raise   `AppendOnlyViolation`
 it, migration 0006)
+``JT002`` (ours: `jobtrail_archive_events`        `ArchiveRefused`
+refuses a job, migration 0012)
 ``42P01`` undefined_table                         `SchemaMissing`
 ``40001`` serialization_failure,                  `ConcurrencyConflict`
 ``40P01`` deadlock_detected
@@ -94,6 +96,7 @@ from typing import Any
 from jobtrail.adapters.sql.schema import metadata
 from jobtrail.domain.errors import (
     AppendOnlyViolation,
+    ArchiveRefused,
     ConcurrencyConflict,
     DatabaseUnavailable,
     DataRejected,
@@ -112,6 +115,8 @@ from sqlalchemy.engine import ExceptionContext
 APPEND_ONLY_SQLSTATE = "JT001"
 """What the PostgreSQL append-only triggers raise (``J``: a class PostgreSQL leaves to
 applications)."""
+ARCHIVE_REFUSED_SQLSTATE = "JT002"
+"""What the archive function raises for a job whose history is not whole, finished and sealed."""
 SCHEMA_MISSING_SQLSTATES = frozenset({"42P01"})
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 """Serialization failure and deadlock: someone else's write won; try again."""
@@ -191,6 +196,8 @@ def translate(error: sa_exc.DBAPIError) -> JobtrailError:
         return StorageError(reason=reason)
     if sqlstate == APPEND_ONLY_SQLSTATE:
         return AppendOnlyViolation(reason=reason)
+    if sqlstate == ARCHIVE_REFUSED_SQLSTATE:
+        return ArchiveRefused(reason=_primary(orig))
     if sqlstate in SCHEMA_MISSING_SQLSTATES:
         return SchemaMissing()
     if sqlstate in RETRYABLE_SQLSTATES:

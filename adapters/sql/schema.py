@@ -237,3 +237,37 @@ control_log = Table(
     sqlite_autoincrement=True,
 )
 """Every change to limits, pauses and schedules, with actor and reason: append-only."""
+
+job_log_archives = Table(
+    "job_log_archives",
+    metadata,
+    Column("archive_id", Position, primary_key=True, autoincrement=True),
+    Column("seal_id", Position, nullable=False),
+    Column("seal_position", Position, nullable=False),
+    Column("finished_before", UtcDateTime),
+    Column("file_name", String(1000), nullable=False),
+    Column("file_digest", String(64), nullable=False),
+    Column("file_bytes", BigInteger, nullable=False),
+    Column("event_count", BigInteger, nullable=False),
+    Column("job_count", BigInteger, nullable=False),
+    Column("first_position", Position, nullable=False),
+    Column("last_position", Position, nullable=False),
+    Column("events_digest", String(64), nullable=False),
+    Column("kept_count", BigInteger, nullable=False),
+    Column("kept_digest", String(64), nullable=False),
+    Column("archived_at", UtcDateTime, nullable=False, server_default=func.current_timestamp()),
+    Column("actor", String(200), nullable=False),
+    sqlite_autoincrement=True,
+)
+"""One row per `jobtrail archive` (migration 0012): the file it wrote (name, digest, size),
+the events it moved there (count, jobs, positions, digest), the seal it is cut at, and the
+events left in the log up to that seal (count and digest). Append-only."""
+
+job_log_archive_jobs = Table(
+    "job_log_archive_jobs",
+    metadata,
+    Column("job_id", String(36), primary_key=True),
+    Column("archive_id", Position, nullable=False),
+)
+"""Which archive holds each archived job's history: what the log's DELETE guard allows, and
+what `jobtrail show` names for a job no longer in the log. Append-only."""
