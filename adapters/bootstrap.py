@@ -22,6 +22,7 @@ from jobtrail.adapters.config import Settings
 from jobtrail.adapters.sql import engine as database
 from jobtrail.adapters.sql.queries import JobQueries, rebuild
 from jobtrail.adapters.sql.queue import SqlJobQueue
+from jobtrail.adapters.sql.retention import whereabouts
 from jobtrail.adapters.sql.store import SqlEventStore
 from jobtrail.domain import limits
 from jobtrail.domain.errors import InvalidField, JobNotFound
@@ -33,6 +34,7 @@ from jobtrail.domain.ports import Clock, SystemClock
 from jobtrail.domain.retry import RetryPolicy
 from jobtrail.domain.services import JobService, JobSpec, check_meta
 from jobtrail.domain.status import JobStatus
+from jobtrail.projections.job_table import fold
 from jobtrail.projections.stats import JobStats, compute
 
 if TYPE_CHECKING:
@@ -47,6 +49,20 @@ if TYPE_CHECKING:
 
 # The Kafka client, Alembic and the worker engine are imported by the methods that use them:
 # `submit`, `get` and `jobs` (the CLI's quick commands, a web request) load none of them.
+
+
+@dataclass(frozen=True)
+class FoundJob:
+    """A job's row (`Jobtrail.find`): from the `job` table, or folded from its events when
+    the table has no row (``log_events`` > 0; ``pruned`` when a recorded prune explains it)."""
+
+    row: dict[str, Any]
+    log_events: int = 0
+    pruned: bool = False
+
+    @property
+    def from_log(self) -> bool:
+        return self.log_events > 0
 
 
 @dataclass
@@ -222,6 +238,25 @@ class Jobtrail:
             raise JobNotFound(job_id=job_id)
         return row
 
+    def find(self, job_id: str) -> FoundJob:
+        """The job's row, also for a job whose row was pruned from the `job` table: then
+        the row its events in the log fold into (what `jobtrail rebuild` would restore).
+
+        `JobArchived` (a `JobNotFound`) names the archive that holds a job's history.
+        """
+        job_id = parse_job_id(job_id)
+        row = self.queries.get(job_id)
+        if row is not None:
+            return FoundJob(row)
+        where = whereabouts(self.engine, job_id)
+        if where.in_table and (row := self.queries.get(job_id)) is not None:
+            return FoundJob(row)  # a rebuild restored it meanwhile
+        events = self.store.load(job_id) if where.log_events else []
+        if not events:
+            raise where.not_found()
+        row = fold(events)
+        return FoundJob(row, len(events), where.pruned(row["completed_at"]))
+
     def wait(self, job_id: str, timeout: float, *, fallback_seconds: float = 1.0) -> dict[str, Any]:
         """The job's row once it is completed, failed or cancelled (`get`'s row).
 
@@ -255,11 +290,11 @@ class Jobtrail:
         return self.queries.list_jobs(status, job_type, limit, queue)
 
     def history(self, job_id: str) -> list[Event]:
-        """The job's events in version order."""
+        """The job's events in version order (`JobArchived` if an archive holds them)."""
         job_id = parse_job_id(job_id)
         events = self.store.load(job_id)
         if not events:
-            raise JobNotFound(job_id=job_id)
+            raise whereabouts(self.engine, job_id).not_found()
         return events
 
     def rebuild(self) -> int:

@@ -66,11 +66,11 @@ def moment_or_age(text: str) -> datetime:
         return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"{_cut(text)!r} is neither an ISO 8601 time (like 2026-11-29T13:41:09Z) "
+            f"{_cut(text)} is neither an ISO 8601 time (like 2026-11-29T13:41:09Z) "
             "nor an age (like 30d, 12h, 90m)"
         ) from None
     except OverflowError:
-        raise argparse.ArgumentTypeError(f"{_cut(text)!r} is outside the years 1 to 9999") from None
+        raise argparse.ArgumentTypeError(f"{_cut(text)} is outside the years 1 to 9999") from None
 
 
 class Parser(argparse.ArgumentParser):

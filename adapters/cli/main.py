@@ -229,9 +229,10 @@ def add_job_commands(commands: Any) -> None:
     cancel.add_argument("--actor", default="cli")
     cancel.set_defaults(handler=cli("jobs:cmd_cancel"))
 
-    from jobtrail.adapters.cli import retry  # its parser needs the standard library only
+    from jobtrail.adapters.cli import prune, retry  # their parsers: standard library only
 
     retry.add_command(commands)
+    prune.add_command(commands)
 
     from jobtrail.adapters.cli import archive  # its parser needs the standard library only
 

@@ -1,5 +1,8 @@
 """`jobs`, `show`, `history` and `stats`: tables and timelines for people, ``--json`` for scripts.
 
+`show` answers for a job whose row was pruned from the `job` table too (from its events in
+the log, saying so), and `show`/`history` name the archive of an archived job (exit 1).
+
 Imported only when one of them runs (`main.Handler`): SQLAlchemy, the domain and rich, no
 Kafka or Alembic.
 """
@@ -7,10 +10,12 @@ Kafka or Alembic.
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from jobtrail.adapters.bootstrap import Jobtrail
+from jobtrail.adapters.bootstrap import FoundJob, Jobtrail
 from jobtrail.adapters.cli import render
 from jobtrail.adapters.cli.timeline import print_timeline
+from jobtrail.adapters.sql.retention import JobArchived
 from rich.text import Text
 
 
@@ -25,16 +30,26 @@ def cmd_jobs(trail: Jobtrail, args: argparse.Namespace) -> int:
 
 
 def cmd_show(trail: Jobtrail, args: argparse.Namespace) -> int:
-    row = trail.get(args.job_id)
+    try:
+        found = trail.find(args.job_id)
+    except JobArchived as archived:
+        return answer_archived(archived, args.json)
+    row = found.row
     retries = trail.queries.retries_of(row["id"])
     if args.json:
         render.print_json(
-            {**row, "retries": [{"id": r["id"], "status": r["status"]} for r in retries]}
+            {
+                **row,
+                "retries": [{"id": r["id"], "status": r["status"]} for r in retries],
+                **table_note(found),
+            }
         )
         return 0
     original = trail.queries.get(row["retry_of"]) if row.get("retry_of") else None
     out = render.console()
     out.print(Text(f"job {row['id']}", style="bold"))
+    if found.from_log:
+        out.print(Text(row_gone_line(found), style="yellow"), overflow="fold")
     for line in render.lineage(row, original, retries):
         out.print(line, overflow="fold")
     out.print(render.job_fields(row))
@@ -43,8 +58,37 @@ def cmd_show(trail: Jobtrail, args: argparse.Namespace) -> int:
     return 0
 
 
+def table_note(found: FoundJob) -> dict[str, Any]:
+    """``show --json``'s keys for a row shown from the log (none for a row of the table)."""
+    if not found.from_log:
+        return {}
+    return {"job_table": "pruned" if found.pruned else "missing", "log_events": found.log_events}
+
+
+def row_gone_line(found: FoundJob) -> str:
+    """`show`'s line for a job whose row is not in the `job` table but whose events are."""
+    events = f"{found.log_events} event{'s' if found.log_events != 1 else ''}"
+    if found.pruned:
+        gone = "row pruned from the job table"
+    else:
+        gone = "row not in the job table (no recorded prune explains it)"
+    return f"{gone}; the log still holds its {events}, shown here (`jobtrail rebuild` restores it)"
+
+
+def answer_archived(archived: JobArchived, as_json: bool) -> int:
+    """An archived job: its archive as a JSON object (exit 1), or the one error line."""
+    if not as_json:
+        raise archived
+    render.print_json(archived.as_dict())
+    return 1
+
+
 def cmd_history(trail: Jobtrail, args: argparse.Namespace) -> int:
-    events = [e.envelope() for e in trail.history(args.job_id)]
+    try:
+        history = trail.history(args.job_id)
+    except JobArchived as archived:
+        return answer_archived(archived, args.json)
+    events = [e.envelope() for e in history]
     if args.json:
         render.print_json(events)
         return 0

@@ -4,6 +4,9 @@ What an auditor relies on: only whole histories of finished jobs move; the file 
 record agree; `replay` stays clean without the files and checks every seal again with them;
 a missing, cut, edited or swapped file is named; archiving twice moves nothing more; an
 archive stopped half-way loses and doubles nothing; and no plain DELETE reaches the log.
+
+About 550 lines, over the ~300 a module aims at: every test shares the one log of finished
+and open jobs, the archive folder and the snapshot of everything held.
 """
 
 from __future__ import annotations

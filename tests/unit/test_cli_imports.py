@@ -73,6 +73,9 @@ def job_id(sqlite_url: str) -> str:
         (["relay", "--help"], 0),
         (["consume", "--help"], 0),
         (["replay", "--help"], 0),
+        (["prune", "--help"], 0),
+        (["prune"], 2),
+        (["prune", "--finished-before", "soon"], 2),
         (["jobs", "--status", "sleeping"], 2),
         (["submit"], 2),
         (["worker", "--app", "not a module path"], 2),
@@ -91,6 +94,8 @@ def test_help_and_usage_errors_load_none_of_the_heavy_packages(
         ["submit", "shot_video_generation", "--payload", '{"shot": 2}'],
         ["cancel", "{job_id}"],
         ["rebuild"],
+        ["prune", "--finished-before", "30d"],
+        ["prune", "--finished-before", "2026-01-01", "--dry-run"],
     ],
 )
 def test_commands_that_write_load_sqlalchemy_and_nothing_else_watched(
