@@ -17,7 +17,7 @@ from typing import Any
 from jobtrail.adapters.audit.checks.history import verify_job
 from jobtrail.adapters.audit.checks.records import Problem, group_by_job
 from jobtrail.adapters.audit.checks.report import Report, show
-from jobtrail.adapters.audit.checks.row_diff import diff_rows
+from jobtrail.adapters.audit.checks.row_diff import PrunedRows, diff_rows
 from jobtrail.adapters.audit.checks.seal_check import SealCheck, check_seals
 from jobtrail.adapters.audit.reads import (
     EVERY_JOB,
@@ -29,6 +29,7 @@ from jobtrail.adapters.audit.reads import (
     stream_positions,
     stream_records,
 )
+from jobtrail.adapters.sql.retention import pruned_before
 from jobtrail.domain.canonical import utc_iso
 from jobtrail.domain.errors import StorageError
 from jobtrail.domain.seals import ArchiveRecord, RunningDigest, Seal
@@ -91,10 +92,15 @@ def histories(
             pass
         return
     live_rows = stream_live_rows(conn, scope.job_id, scope.since, jobs)
+    cut = pruned_before(conn)
+    pruned = PrunedRows(cut) if cut is not None else None
     try:
-        report.add(diff_rows(shadow(), live_rows, show))
+        report.add(diff_rows(shadow(), live_rows, show, pruned))
     except ValueError as error:  # job ids not in byte order: the merge cannot be trusted
         raise StorageError(reason=str(error)) from error
+    if pruned is not None:
+        report.rows_pruned += pruned.count
+        report.pruned_before = cut
 
 
 def add_notes(report: Report, scope: Scope, *, live: bool) -> None:

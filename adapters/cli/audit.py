@@ -325,6 +325,11 @@ def print_report(report: Report) -> None:
         )
     if report.rows_compared:
         say(f"  job table: {report.rows_compared:,} rebuilt rows compared with the live table")
+    if report.rows_pruned and report.pruned_before:
+        say(
+            f"  job table: {report.rows_pruned:,} rows of jobs finished before "
+            f"{utc_iso(report.pruned_before)} were pruned (`jobtrail rebuild` restores them)"
+        )
     if report.duplicates:
         say(f"  duplicates skipped (the same event twice): {report.duplicates}")
     legacy = report.hash_forms["legacy"]

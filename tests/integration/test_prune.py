@@ -259,6 +259,24 @@ def test_rebuild_restores_the_pruned_rows_as_they_were_and_replay_is_clean(
     assert "clean: no problems found" in done.stdout
 
 
+def test_replay_after_a_prune_counts_the_pruned_rows_and_still_finds_a_lost_one(
+    capsys: pytest.CaptureFixture[str], backend_url: str, jobs: Population, trail: Jobtrail
+) -> None:
+    run(capsys, backend_url, "prune", "--finished-before", CUT_TEXT)
+    code, out, _ = run(capsys, backend_url, "replay")
+    assert code == 0, out
+    said = " ".join(out.split())
+    assert f"{len(jobs.before)} rows of jobs finished before 2026-02-01" in said
+    assert "clean: no problems found" in said
+    lost = jobs.after[0]  # finished after the cut: no prune explains its missing row
+    with trail.engine.connect() as conn, conn.begin():
+        conn.execute(delete(job).where(job.c.id == lost))
+    code, out, _ = run(capsys, backend_url, "replay", "--json")
+    report = json.loads(out)
+    assert code == 1 and report["problems_by_kind"] == {"row_missing": 1}
+    assert report["problems"][0]["job_id"] == lost and report["rows_pruned"] == len(jobs.before)
+
+
 def test_a_pruned_jobs_idempotency_key_is_forgotten(
     capsys: pytest.CaptureFixture[str], backend_url: str, jobs: Population, trail: Jobtrail
 ) -> None:

@@ -33,6 +33,9 @@ class Report:
     jobs: int = 0
     duplicates: int = 0
     rows_compared: int = 0
+    rows_pruned: int = 0
+    """Missing rows of jobs finished before a recorded prune's cut: removed on purpose."""
+    pruned_before: datetime | None = None
     notes: list[str] = field(default_factory=list)
     seals: dict[str, Any] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
@@ -63,6 +66,8 @@ class Report:
         self.jobs += part.jobs
         self.duplicates += part.duplicates
         self.rows_compared += part.rows_compared
+        self.rows_pruned += part.rows_pruned
+        self.pruned_before = part.pruned_before or self.pruned_before
         self.notes.extend(part.notes)
         self.seals = part.seals or self.seals
         self.counts.update(part.counts)
@@ -87,6 +92,7 @@ class Report:
             "jobs": self.jobs,
             "duplicates_skipped": self.duplicates,
             "rows_compared": self.rows_compared,
+            "rows_pruned": self.rows_pruned,
             "hashes": {
                 "jcs": self.hash_forms["jcs"],
                 "legacy": self.hash_forms["legacy"],

@@ -1,16 +1,23 @@
 """The rebuilt `job` table against the live one: rows that differ, are missing, or are extra.
 
 Both sides arrive in job id order, so the comparison is a merge join and holds one row of
-each side at a time. A live row without events means its history was deleted.
+each side at a time. A live row without events means its history was deleted. A missing
+live row of a job that finished before the cut of a recorded prune (`jobtrail prune`) was
+removed on purpose: it is counted (`PrunedRows`), not reported.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from jobtrail.adapters.audit.checks.records import Problem
+from jobtrail.domain.status import TERMINAL_STATUSES
 from jobtrail.projections.job_table import COLUMNS
+
+FINISHED = frozenset(status.value for status in TERMINAL_STATUSES)
 
 
 class LiveRow(NamedTuple):
@@ -20,14 +27,31 @@ class LiveRow(NamedTuple):
     row: dict[str, Any]
 
 
+@dataclass
+class PrunedRows:
+    """Rows a prune removed on purpose: of jobs finished before its cut ``before``."""
+
+    before: datetime
+    count: int = 0
+
+    def explain(self, row: dict[str, Any]) -> bool:
+        """Whether a missing row is one of them (counted if it is)."""
+        finished = row.get("completed_at")
+        pruned = row.get("status") in FINISHED and finished is not None and finished < self.before
+        self.count += pruned
+        return pruned
+
+
 def diff_rows(
     shadow: Iterable[tuple[str, dict[str, Any] | None]],
     live: Iterable[LiveRow],
     show: Callable[[Any], Any],
+    pruned: PrunedRows | None = None,
 ) -> Iterator[Problem]:
     """Compare rebuilt rows with the live table, both in job id order (a merge join).
 
-    ``show`` turns a column value into its JSON form for the report.
+    ``show`` turns a column value into its JSON form for the report; ``pruned`` counts the
+    missing rows a recorded prune explains.
     """
     live_iter = iter(live)
     pending = next(live_iter, None)
@@ -43,7 +67,7 @@ def diff_rows(
             if row is not None:
                 yield from _row_differences(job_id, row, pending.row, show)
             pending = next(live_iter, None)
-        elif row is not None:
+        elif row is not None and not (pruned is not None and pruned.explain(row)):
             yield _missing(job_id, row)
     while pending is not None:
         yield _extra(pending)
