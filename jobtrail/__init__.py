@@ -85,6 +85,8 @@ _PUBLIC: dict[str, str] = {
     # day-to-day operations (trail.flow(), trail.schedules())
     "FlowSettings": "jobtrail.adapters.sql.flow_control",
     "Schedules": "jobtrail.adapters.schedules",
+    # retention as scheduled jobs (jobtrail.prune, jobtrail.archive)
+    "retention_processors": "jobtrail.adapters.retention",
     # consuming the topic
     "JobEventConsumer": "jobtrail.adapters.kafka.consumer",
     "RawEvent": "jobtrail.adapters.kafka.codec",

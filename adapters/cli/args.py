@@ -21,11 +21,11 @@ import argparse
 import re
 import signal
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import NoReturn
 
 from jobtrail.adapters.config import Settings
-from jobtrail.domain import limits
+from jobtrail.domain import limits, moments
 from jobtrail.domain.errors import InvalidField
 
 RELAY_BATCH = 5000
@@ -47,30 +47,12 @@ PROCESSES = limits.Whole(1, 64)
 """``worker --processes``: worker processes under one supervisor (docs/processes.md)."""
 
 
-AGE = re.compile(r"(\d{1,6})([smhd])")
-"""An age like ``90d``: that long before now (seconds, minutes, hours, days)."""
-AGE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-
-
 def moment_or_age(text: str) -> datetime:
-    """An ISO 8601 time (no zone means UTC), or an age before now (``30d``, ``12h``).
-
-    The age form lets a crontab line or a schedule say "older than 30 days" without a date
-    command of its own.
-    """
-    if found := AGE.fullmatch(text.strip()):
-        amount, unit = int(found[1]), AGE_UNITS[found[2]]
-        return datetime.now(UTC) - timedelta(**{unit: amount})
+    """An ISO 8601 time (no zone means UTC), or an age before now (``30d``, ``12h``)."""
     try:
-        moment = datetime.fromisoformat(text)
-        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{_cut(text)} is neither an ISO 8601 time (like 2026-11-29T13:41:09Z) "
-            "nor an age (like 30d, 12h, 90m)"
-        ) from None
-    except OverflowError:
-        raise argparse.ArgumentTypeError(f"{_cut(text)} is outside the years 1 to 9999") from None
+        return moments.moment_or_age(text, datetime.now(UTC))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{_cut(text)} {error}") from None
 
 
 class Parser(argparse.ArgumentParser):
