@@ -130,6 +130,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; tests/unit/test_public_api
     from jobtrail.adapters.kafka.security import KafkaSecurityInvalid as KafkaSecurityInvalid
     from jobtrail.adapters.kafka.version_window import ChainBreak as ChainBreak
     from jobtrail.adapters.kafka.version_window import Gap as Gap
+    from jobtrail.adapters.retention import retention_processors as retention_processors
     from jobtrail.adapters.schedules import Schedules as Schedules
     from jobtrail.adapters.sql.flow_control import FlowSettings as FlowSettings
     from jobtrail.domain.errors import CannotWrite as CannotWrite
