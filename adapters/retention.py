@@ -4,9 +4,9 @@ A team adds them to its processors and schedules them like any job type::
 
     registry = Registry([*jobtrail.retention_processors()])
 
-    jobtrail schedule add prune-nightly --cron "15 3 * * *" --type jobtrail.prune \\
+    jobtrail schedule add prune-nightly --cron "15 3 * * *" jobtrail.prune \\
         --payload '{"finished_before": "30d"}'
-    jobtrail schedule add archive-monthly --cron "0 4 1 * *" --type jobtrail.archive \\
+    jobtrail schedule add archive-monthly --cron "0 4 1 * *" jobtrail.archive \\
         --payload '{"before": "90d", "directory": "/var/lib/jobtrail/archives"}'
 
 Each connects to the database it is given, by default the one the worker's environment
