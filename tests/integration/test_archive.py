@@ -40,7 +40,7 @@ from jobtrail.domain.errors import (
     UpstreamTimeout,
 )
 from jobtrail.domain.ports import Clock
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import func, insert, inspect, select, text
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -540,3 +540,24 @@ def test_archive_on_a_database_without_the_schema_is_one_line(tmp_path: Path) ->
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "jobtrail db init" in result.stderr, result.stderr
     assert list(tmp_path.iterdir()) == []  # not even the database file
+
+
+def test_migration_0012_downgrades_to_the_plain_append_only_log_and_back(
+    trail: Jobtrail, folder: Path
+) -> None:
+    from tests.integration.test_lease_migration import migrate_to
+
+    finished_and_open(trail)
+    migrate_to(trail, "0011")
+    with trail.engine.connect() as conn:
+        tables = set(inspect(conn).get_table_names())
+    assert not tables & {"job_log_archives", "job_log_archive_jobs"}
+    with (
+        pytest.raises(AppendOnlyViolation),
+        translated_errors(),
+        trail.engine.begin() as conn,
+    ):
+        conn.execute(job_events.delete())
+    migrate_to(trail, "head")
+    assert archive(trail.engine, Cut(), folder / "a.jsonl", "test") is not None
+    assert replay_database(trail.engine, Scope(), archives=folder).clean
