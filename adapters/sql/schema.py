@@ -137,6 +137,8 @@ job = Table(
     # The claim index, partial on `status = 'queued'`, is created by migration 0003 alone:
     # declared here, its dialect options would load the PostgreSQL dialect on SQLite too.
     Index("job_type_status", "job_type", "status"),
+    # On PostgreSQL the primary key also carries job_type (migration 0013: PRIMARY KEY (id)
+    # INCLUDE (job_type)) and replaces 0009's job_id_type, which SQLite keeps.
 )
 
 LEASE_COLUMN = "lease_expires_at"
@@ -268,6 +270,7 @@ job_log_archive_jobs = Table(
     metadata,
     Column("job_id", String(36), primary_key=True),
     Column("archive_id", Position, nullable=False),
+    Index("job_log_archive_jobs_archive", "archive_id"),
 )
 """Which archive holds each archived job's history: what the log's DELETE guard allows, and
 what `jobtrail show` names for a job no longer in the log. Append-only."""

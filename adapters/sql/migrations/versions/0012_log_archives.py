@@ -163,6 +163,7 @@ def upgrade() -> None:
         sa.Column("job_id", sa.String(36), primary_key=True),
         sa.Column("archive_id", Position, nullable=False),
     )
+    op.create_index("job_log_archive_jobs_archive", "job_log_archive_jobs", ["archive_id"])
     if op.get_bind().dialect.name == "postgresql":
         for table in TABLES:
             op.execute(POSTGRES_APPEND_ONLY.format(table=table))
