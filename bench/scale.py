@@ -18,9 +18,8 @@ ratio full / empty:
   ``--cli-runs``) and in this process (`Jobtrail.stats`, `Jobtrail.jobs`);
 - bytes on disk per job: ``job_events`` and ``job`` with TOAST and every index.
 
-``--uuid7`` is an experiment: the ids of the jobs and events this process makes are
-time-ordered (UUIDv7) instead of random, as a change to the domain's ids would make them
-(the loaded log and the CLI worker keep UUIDv4).
+Job and event ids are time-ordered (UUIDv7, `jobtrail.domain.ids`), in the loaded log as in
+what the probes make; docs/scale.md has the figures from before, with random ids.
 ``--explain`` prints EXPLAIN (ANALYZE, BUFFERS) of the hot statements on both: the claim
 query, the worker's complete writes, a batch submit's inserts, stats and the queued list.
 ``--keep`` keeps both databases (named ``jobtrail_scale_empty`` and
@@ -36,7 +35,6 @@ import argparse
 import os
 import statistics
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -335,7 +333,6 @@ def parse_args() -> argparse.Namespace:
     add("--load-processes", type=int, default=2, help="loader processes")
     add("--keep", action="store_true", help="keep both databases; reuse a loaded full one")
     add("--explain", action="store_true", help="EXPLAIN (ANALYZE, BUFFERS) the hot statements")
-    add("--uuid7", action="store_true", help="experiment: time-ordered ids for new jobs, events")
     add("--drain-jobs", type=int, default=10_000, help="no-op jobs per worker drain")
     add("--rounds", type=int, default=2, help="worker drains on each database")
     add("--concurrency", type=int, default=4)
@@ -347,26 +344,8 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def uuid7() -> uuid.UUID:
-    """A time-ordered UUID (RFC 9562 version 7): 48 bits of Unix milliseconds, then random."""
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | (rand >> 62 & 0xFFF) << 64
-    return uuid.UUID(int=value | 0b10 << 62 | rand & (1 << 62) - 1)
-
-
-def time_ordered_ids() -> None:
-    """``--uuid7``: the domain's new job and event ids, in this process only."""
-    from types import SimpleNamespace
-
-    shim = SimpleNamespace(uuid4=uuid7, UUID=uuid.UUID)
-    for module in ("jobtrail.domain.events", "jobtrail.domain.services"):
-        sys.modules[module].uuid = shim  # type: ignore[attr-defined]
-
-
 def main() -> None:
     args = parse_args()
-    if args.uuid7:
-        time_ordered_ids()
     print("bench.scale: the hot paths on an empty database and on a full one, PostgreSQL")
     machine_load("start")
     started = time.monotonic()

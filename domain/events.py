@@ -16,7 +16,6 @@ the time format) is in `canonical`.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
@@ -31,6 +30,7 @@ from jobtrail.domain.canonical import (
     sha256_hex,
     utc_iso,
 )
+from jobtrail.domain.ids import time_ordered_id
 
 SCHEMA_VERSION = 1
 DEFAULT_QUEUE = "default"
@@ -53,7 +53,7 @@ class Event:
     job_id: str
     version: int
     occurred_at: datetime
-    event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    event_id: str = field(default_factory=time_ordered_id)
     actor: str = "system"
     correlation_id: str | None = None
     prev_hash: str = GENESIS_HASH

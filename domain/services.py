@@ -12,7 +12,6 @@ load-decide-append loop and its conflict handling (`execute`, the idempotency-ke
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,6 +28,7 @@ from jobtrail.domain.errors import (
     JobNotFound,
 )
 from jobtrail.domain.events import DEFAULT_QUEUE
+from jobtrail.domain.ids import time_ordered_id
 from jobtrail.domain.job import SYSTEM, Job, Meta, Outcome
 from jobtrail.domain.json_values import check_json
 from jobtrail.domain.lineage import RetryCounts, histories, retries_holding, retry_key
@@ -113,7 +113,7 @@ class JobService:
     @staticmethod
     def _new_job(spec: JobSpec, now: datetime, meta: Meta) -> Job:
         return Job.submit(
-            str(uuid.uuid4()),
+            time_ordered_id(),
             spec.job_type,
             spec.payload,
             now=now,
@@ -169,7 +169,7 @@ class JobService:
             for job_id in job_ids:
                 key = keys[job_id]
                 retry = originals[job_id].retry_from(
-                    str(uuid.uuid4()), now=now, reason=reason, key=key, meta=meta
+                    time_ordered_id(), now=now, reason=reason, key=key, meta=meta
                 )  # checks that the original finished, even when its retry is known
                 if key not in known:
                     known[key] = retry.id
