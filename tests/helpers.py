@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
 
 from jobtrail.adapters.bootstrap import Jobtrail
 from jobtrail.adapters.sql.schema import job_events
 from jobtrail.domain.events import TERMINAL_EVENT_TYPES, Event
 from jobtrail.domain.job import Job
+from jobtrail.domain.ports import Clock
 from jobtrail.projections.job_table import fold
 from sqlalchemy import func, select, text
 
@@ -48,3 +54,37 @@ def check_projection(trail: Jobtrail, job_id: str) -> None:
     """The live row equals the row a rebuild would make from the log."""
     events = trail.store.load(job_id)
     assert trail.queries.get(job_id) == fold(events)
+
+
+class SetClock(Clock):
+    """The service's clock, set by the test (``moment`` may be moved between commands)."""
+
+    def __init__(self, moment: datetime) -> None:
+        self.moment = moment
+
+    def now(self) -> datetime:
+        return self.moment
+
+
+class SteppingClock(SetClock):
+    """Each reading one second after the previous: every event has a moment of its own."""
+
+    def now(self) -> datetime:
+        self.moment += timedelta(seconds=1)
+        return self.moment
+
+
+def jobtrail_process(
+    url: str, *args: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The `jobtrail` command as users run it: a process of its own, on ``url`` only."""
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("JOBTRAIL_DATABASE_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "jobtrail", "--db", url, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+    )

@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,26 +39,16 @@ from jobtrail.domain.errors import (
     InsufficientCredits,
     UpstreamTimeout,
 )
-from jobtrail.domain.ports import Clock
 from sqlalchemy import func, insert, inspect, select, text
+
+from tests.helpers import SteppingClock
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
-class SteppingClock(Clock):
-    """Each reading is one second after the previous one: every event has its own moment."""
-
-    def __init__(self) -> None:
-        self.moment = T0
-
-    def now(self) -> datetime:
-        self.moment += timedelta(seconds=1)
-        return self.moment
-
-
 @pytest.fixture
 def trail(backend_url: str) -> Iterator[Jobtrail]:
-    trail = connect(backend_url, clock=SteppingClock())
+    trail = connect(backend_url, clock=SteppingClock(T0))
     yield trail
     trail.close()
 
@@ -157,7 +147,7 @@ def test_only_whole_finished_histories_move_and_replay_stays_clean(
 def test_the_cli_archives_and_replays_with_and_without_the_files(
     backend_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    trail = connect(backend_url, clock=SteppingClock())
+    trail = connect(backend_url, clock=SteppingClock(T0))
     ids = finished_and_open(trail)
     trail.close()
     db = ["--db", backend_url]
@@ -397,7 +387,7 @@ def _snapshot_everything(trail: Jobtrail, folder: Path) -> dict[int, str]:
 def test_an_archive_killed_half_way_loses_and_doubles_nothing(
     backend_url: str, folder: Path, point: str
 ) -> None:
-    trail = connect(backend_url, clock=SteppingClock())
+    trail = connect(backend_url, clock=SteppingClock(T0))
     finished_and_open(trail, rounds=10)
     everything = _snapshot_everything(trail, folder)
     out = folder / "a.jsonl"
@@ -511,7 +501,7 @@ def test_bad_archive_commands_are_one_line(
         (["archive", "--seal", "99", "--out", str(tmp_path / "x")], 1, "there is no seal 99"),
         (["replay", "--archives", str(tmp_path / "nowhere")], 2, "no directory"),
     ]
-    trail = connect(backend_url, clock=SteppingClock())
+    trail = connect(backend_url, clock=SteppingClock(T0))
     finished_and_open(trail)
     trail.close()
     cases.append((["archive", "--before", "0s", "--out", str(taken)], 1, "it exists"))

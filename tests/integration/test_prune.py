@@ -11,10 +11,7 @@ for pruned and archived jobs share one population of jobs and its helpers.
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,27 +28,16 @@ from jobtrail.adapters.sql.engine import WRITE, is_postgres
 from jobtrail.adapters.sql.retention import prune_job_rows, pruned_before
 from jobtrail.adapters.sql.schema import job, job_events, job_log_archive_jobs, job_log_archives
 from jobtrail.domain.errors import InsufficientCredits, UpstreamTimeout
-from jobtrail.domain.ports import Clock
 from psycopg import sql
 from sqlalchemy import Delete, delete, event, func, insert, select, text
 
 from tests.conftest import REQUIRED, _admin, _url_for, database_url, unavailable
-from tests.helpers import table_fingerprint
+from tests.helpers import SetClock, jobtrail_process, table_fingerprint
 
 OLD = datetime(2026, 1, 10, 8, 30, tzinfo=UTC)
 CUT = datetime(2026, 2, 1, 0, 0, tzinfo=UTC)
 NEW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 CUT_TEXT = "2026-02-01T00:00:00Z"
-
-
-class SetClock(Clock):
-    """The service's clock, set by the test: when jobs finish, for ``--finished-before``."""
-
-    def __init__(self, moment: datetime) -> None:
-        self.moment = moment
-
-    def now(self) -> datetime:
-        return self.moment
 
 
 @dataclass(frozen=True)
@@ -112,18 +98,7 @@ def run(capsys: pytest.CaptureFixture[str], url: str, *args: str) -> tuple[int, 
     return code, captured.out, captured.err
 
 
-def jobtrail(url: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """The `jobtrail` command as users run it: a process of its own."""
-    env = {**os.environ, "COLUMNS": "200"}
-    env.pop("JOBTRAIL_DATABASE_URL", None)
-    return subprocess.run(
-        [sys.executable, "-m", "jobtrail", "--db", url, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-    )
+jobtrail = jobtrail_process
 
 
 def the_log(trail: Jobtrail) -> list[tuple[Any, ...]]:

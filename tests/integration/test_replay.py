@@ -23,28 +23,18 @@ from jobtrail.adapters.cli.main import main
 from jobtrail.adapters.sql.schema import job_events
 from jobtrail.domain.errors import InsufficientCredits, StorageError, UpstreamTimeout
 from jobtrail.domain.events import JobFailed
-from jobtrail.domain.ports import Clock
 from sqlalchemy import insert, text
+
+from tests.helpers import SteppingClock
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 DIFF_KINDS = {"row_differs", "row_missing", "row_without_events"}
 """Problems only a database source can have (they compare with the live table)."""
 
 
-class SteppingClock(Clock):
-    """Each reading is one second after the previous one: every event has its own moment."""
-
-    def __init__(self) -> None:
-        self.moment = T0
-
-    def now(self) -> datetime:
-        self.moment += timedelta(seconds=1)
-        return self.moment
-
-
 @pytest.fixture
 def trail(backend_url: str) -> Iterator[Jobtrail]:
-    trail = connect(backend_url, clock=SteppingClock())
+    trail = connect(backend_url, clock=SteppingClock(T0))
     yield trail
     trail.close()
 

@@ -19,23 +19,16 @@ import pytest
 from jobtrail import Registry, WorkerSettings
 from jobtrail.adapters.bootstrap import Jobtrail, connect
 from jobtrail.adapters.sql.schema import job, job_events
-from jobtrail.domain.ports import Clock
 from sqlalchemy import func, select
+
+from tests.helpers import SetClock
 
 LONG_AGO = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
 
-class MovableClock(Clock):
-    def __init__(self, moment: datetime) -> None:
-        self.moment = moment
-
-    def now(self) -> datetime:
-        return self.moment
-
-
 def old_finished_jobs(url: str, count: int) -> list[str]:
     """Jobs that finished long ago (completed and cancelled), and one still queued."""
-    trail = connect(url, clock=MovableClock(LONG_AGO))
+    trail = connect(url, clock=SetClock(LONG_AGO))
     ids = []
     for i in range(count):
         job_id = trail.submit("render", {"n": i})
@@ -68,7 +61,7 @@ def test_scheduled_prune_and_archive_run_as_jobs(backend_url: str, tmp_path: Pat
     old = old_finished_jobs(backend_url, 6)
     folder = tmp_path / "archives"
     folder.mkdir()
-    trail = connect(backend_url, clock=MovableClock(datetime.now(UTC) - timedelta(minutes=1)))
+    trail = connect(backend_url, clock=SetClock(datetime.now(UTC) - timedelta(minutes=1)))
     schedules = trail.schedules()
     schedules.add("prune", "* * * * *", "jobtrail.prune", {"finished_before": "30d"})
     trail.service.clock.moment = datetime.now(UTC)  # type: ignore[attr-defined]
