@@ -23,6 +23,7 @@ from jobtrail.adapters.sql import engine as database
 from jobtrail.adapters.sql.queries import JobQueries, rebuild
 from jobtrail.adapters.sql.queue import SqlJobQueue
 from jobtrail.adapters.sql.retention import whereabouts
+from jobtrail.adapters.sql.stats_query import read_stats
 from jobtrail.adapters.sql.store import SqlEventStore
 from jobtrail.domain import limits
 from jobtrail.domain.errors import InvalidField, JobNotFound
@@ -35,7 +36,7 @@ from jobtrail.domain.retry import RetryPolicy
 from jobtrail.domain.services import JobService, JobSpec, check_meta
 from jobtrail.domain.status import JobStatus
 from jobtrail.projections.job_table import fold
-from jobtrail.projections.stats import JobStats, compute
+from jobtrail.projections.stats import JobStats
 
 if TYPE_CHECKING:
     from jobtrail.adapters.kafka.publisher import KafkaSettings
@@ -301,7 +302,8 @@ class Jobtrail:
         return rebuild(self.engine, self.store)
 
     def stats(self) -> JobStats:
-        return compute(self.queries.stream_for_stats())
+        """Computed in the database (`read_stats`): `compute` over every row took 25 s at 2.5M."""
+        return read_stats(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -123,6 +123,7 @@ class JobQueries:
             return [dict(r) for r in rows]
 
     def stream_for_stats(self) -> Iterator[dict[str, Any]]:
+        """Every row, for `compute`: the reference `stats_query.read_stats` is tested against."""
         with translated_errors(), self.engine.connect() as conn:
             result = conn.execute(
                 select(*STATS_COLUMNS).execution_options(stream_results=True, yield_per=5000)
