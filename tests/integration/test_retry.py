@@ -16,39 +16,18 @@ from jobtrail.adapters.bootstrap import Jobtrail, connect
 from jobtrail.adapters.sql.schema import job, job_events
 from jobtrail.domain.errors import InsufficientCredits, InvalidInput, UpstreamTimeout
 from jobtrail.domain.job import Meta
-from jobtrail.domain.ports import Clock
 from jobtrail.processors.base import JobContext, JobView
 from jobtrail.processors.engine.worker import WorkerSettings
 from jobtrail.processors.registry import Registry
 from sqlalchemy import func, select
 
-from tests.helpers import check_history, check_projection, event_count
+from tests.helpers import SetClock, check_history, check_projection, event_count, jobtrail_process
 
 T1 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 T2 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
 
-class SetClock(Clock):
-    """The service's clock, set by the test: when jobs fail, for ``--since``."""
-
-    def __init__(self, moment: datetime) -> None:
-        self.moment = moment
-
-    def now(self) -> datetime:
-        return self.moment
-
-
-def jobtrail(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """The `jobtrail` command as users run it: a process of its own."""
-    env = {**os.environ, "COLUMNS": "200"}
-    env.pop("JOBTRAIL_DATABASE_URL", None)
-    return subprocess.run(
-        [sys.executable, "-m", "jobtrail", "--db", url, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+jobtrail = jobtrail_process
 
 
 def failed(trail: Jobtrail, job_type: str = "render", error: Any = None) -> str:
