@@ -281,16 +281,25 @@ def explain_writes(label: str, trail: Any, conninfo: str) -> None:
 
 
 def explain_reads(label: str, conninfo: str) -> None:
-    """Plans of the queries behind `jobtrail stats` and `jobtrail jobs --status queued`."""
-    from jobtrail.adapters.sql.queries import STATS_COLUMNS
+    """Plans of the queries behind `jobtrail stats` (its default window, the last 24 h)
+    and `jobtrail jobs --status queued`."""
+    from datetime import UTC, datetime, timedelta
+
     from jobtrail.adapters.sql.schema import ROW_COLUMNS, job
+    from jobtrail.adapters.sql.stats_query import counts_query, failed_by_code, percentiles_query
     from sqlalchemy import select
 
     queued = select(*ROW_COLUMNS).order_by(job.c.created_at.desc(), job.c.id).limit(50)
     statement, params = compiled(queued.where(job.c.status == "queued"), {})
     print_plan(f"{label}: jobs --status queued", explain(conninfo, statement, params))
-    statement, params = compiled(select(*STATS_COLUMNS), {})
-    print_plan(f"{label}: stats (the whole table, folded in Python)", explain(conninfo, statement))
+    since = datetime.now(UTC) - timedelta(hours=24)
+    for title, query in [
+        ("counts", counts_query(since)),
+        ("failed by code", failed_by_code(since)),
+        ("duration percentiles", percentiles_query(since)),
+    ]:
+        statement, params = compiled(query, {})
+        print_plan(f"{label}: stats, last 24 h: {title}", explain(conninfo, statement, params))
 
 
 # ---------------------------------------------------------------------- where a run's I/O went

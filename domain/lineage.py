@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from jobtrail.domain import limits
 from jobtrail.domain.errors import InvalidCommand, InvalidField, JobNotFound
+from jobtrail.domain.moments import check_time
 from jobtrail.domain.status import JobStatus
 
 if TYPE_CHECKING:  # the CLI's parser reads this module: it must not load the Machine
@@ -101,16 +102,9 @@ class RetryFilter:
             )
         limits.check_optional(limits.JOB_TYPE_FILTER, self.job_type, "job_type")
         limits.check_optional(ERROR_CODE_FILTER, self.error_code, "error_code")
-        _check_time(self.since, "since")
+        check_time(self.since, "since")
         if self.until is not None:
-            _check_time(self.until, "until")
+            check_time(self.until, "until")
             if self.until <= self.since:
                 raise InvalidField(field="until", reason="must be later than since")
         RETRY_LIMIT.check(self.limit, "limit")
-
-
-def _check_time(value: object, field: str) -> None:
-    if not isinstance(value, datetime):
-        raise InvalidField(field=field, reason=f"must be a datetime, not {type(value).__name__}")
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise InvalidField(field=field, reason="must be timezone-aware (UTC, or with an offset)")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
+from jobtrail.domain.errors import InvalidField
+
 AGE = re.compile(r"(\d{1,6})([smhd])")
 """An age: a whole number of seconds, minutes, hours or days."""
 AGE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -30,3 +32,11 @@ def moment_or_age(text: str, now: datetime) -> datetime:
         raise ValueError(f"is neither {ISO_FORM} nor {AGE_FORM}") from None
     except OverflowError:
         raise ValueError("is outside the years 1 to 9999") from None
+
+
+def check_time(value: object, field: str) -> None:
+    """A moment a caller passes in: a timezone-aware datetime, else `InvalidField`."""
+    if not isinstance(value, datetime):
+        raise InvalidField(field=field, reason=f"must be a datetime, not {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidField(field=field, reason="must be timezone-aware (UTC, or with an offset)")

@@ -1,4 +1,9 @@
-"""Statistics over the `job` table: what operators look at first."""
+"""Statistics over the `job` table: what operators look at first.
+
+With a window (``since``), the jobs live now (queued, processing) and those that finished at
+or after ``since``: counts, failure rate, error codes and durations then describe recent
+work, at a cost that does not grow with the table. Without one, every row.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from jobtrail.domain.canonical import utc_iso
 from jobtrail.domain.status import JobStatus
 
 PERCENTILES = (50, 95, 99)
@@ -24,6 +30,8 @@ class JobStats:
     durations: list[float] = field(default_factory=list)
     percentiles: dict[str, float | None] | None = None
     """The duration percentiles when the database computed them; else from `durations`."""
+    since: datetime | None = None
+    """Finished jobs counted: those finished at or after this (None: all of them)."""
 
     @property
     def failure_rate(self) -> float | None:
@@ -39,6 +47,7 @@ class JobStats:
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "finished_since": None if self.since is None else utc_iso(self.since),
             "total": self.total,
             "by_status": dict(sorted(self.by_status.items())),
             "by_type": {t: dict(sorted(c.items())) for t, c in sorted(self.by_type.items())},
@@ -65,10 +74,13 @@ def percentile(ordered: list[float], p: float) -> float | None:
     return ordered[rank - 1]
 
 
-def compute(rows: Iterable[Mapping[str, Any]]) -> JobStats:
-    """Stats from rows with status, job_type, queue, error_code, created_at and completed_at."""
-    stats = JobStats()
+def compute(rows: Iterable[Mapping[str, Any]], since: datetime | None = None) -> JobStats:
+    """Stats from rows with status, job_type, queue, error_code, created_at and completed_at;
+    with ``since``, of the live rows and those finished at or after it."""
+    stats = JobStats(since=since)
     for row in rows:
+        if since is not None and row["completed_at"] is not None and row["completed_at"] < since:
+            continue
         stats.total += 1
         status = row["status"]
         stats.by_status[status] += 1
@@ -90,13 +102,14 @@ def from_groups(
     counts: Iterable[tuple[str, str | None, str, int]],
     failed_codes: Iterable[tuple[str | None, int]],
     percentiles: Mapping[str, float | None],
+    since: datetime | None = None,
 ) -> JobStats:
     """`compute`'s result from what the database grouped, so `job` never crosses the wire.
 
     ``counts``: jobs by (job_type, queue, status); ``failed_codes``: failed jobs by error
     code (in the order ties should list in); ``percentiles``: the durations' `PERCENTILES`.
     """
-    stats = JobStats(percentiles=dict(percentiles))
+    stats = JobStats(percentiles=dict(percentiles), since=since)
     for job_type, queue, status, n in counts:
         stats.total += n
         stats.by_status[status] += n

@@ -55,6 +55,11 @@ def moment_or_age(text: str) -> datetime:
         raise argparse.ArgumentTypeError(f"{_cut(text)} {error}") from None
 
 
+def window_start(text: str) -> datetime | None:
+    """`stats --since`: a moment or an age, or ``all`` (no window: None)."""
+    return None if text.strip() == "all" else moment_or_age(text)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with usage errors in one line, like the other errors (exit status 2)."""
 

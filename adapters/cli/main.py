@@ -39,6 +39,7 @@ from jobtrail.adapters.cli.args import (
     queue_names,
     seconds,
     whole,
+    window_start,
 )
 from jobtrail.adapters.cli.logs import add_log_format, failure
 from jobtrail.adapters.config import Settings
@@ -251,6 +252,14 @@ def add_job_commands(commands: Any) -> None:
     )
 
     stats = commands.add_parser("stats", help="counts, failure rate, durations")
+    stats.add_argument(
+        "--since",
+        type=window_start,
+        default="24h",
+        metavar="TIME|AGE|all",
+        help="count the jobs finished at or after this (ISO time or an age like 24h, 7d), "
+        "and every live one; 'all' reads every row of the job table (default %(default)s)",
+    )
     stats.add_argument("--json", action="store_true")
     stats.set_defaults(handler=cli("views:cmd_stats"))
 

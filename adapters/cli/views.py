@@ -97,11 +97,13 @@ def cmd_history(trail: Jobtrail, args: argparse.Namespace) -> int:
 
 
 def cmd_stats(trail: Jobtrail, args: argparse.Namespace) -> int:
-    stats = trail.stats().as_dict()
+    stats = trail.stats(args.since).as_dict()
     if args.json:
         render.print_json(stats)
         return 0
     out = render.console()
+    since = stats["finished_since"]
+    out.print(f"jobs: {'all' if since is None else f'live, and finished since {since}'}")
     out.print(render.stats_table(stats["by_type"], out.width, stats["total"]))
     rate = stats["failure_rate"]
     out.print(f"failure rate: {'-' if rate is None else f'{rate:.1%}'}")

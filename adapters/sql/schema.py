@@ -137,6 +137,8 @@ job = Table(
     # The claim index, partial on `status = 'queued'`, is created by migration 0003 alone:
     # declared here, its dialect options would load the PostgreSQL dialect on SQLite too.
     Index("job_type_status", "job_type", "status"),
+    # ``job_completed_at``, partial on finished jobs (`stats`' window), is created by
+    # migration 0014 alone.
     # On PostgreSQL the primary key also carries job_type (migration 0013: PRIMARY KEY (id)
     # INCLUDE (job_type)) and replaces 0009's job_id_type, which SQLite keeps.
 )
