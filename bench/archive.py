@@ -81,6 +81,10 @@ def raw_copy(found: PostgresDatabase) -> tuple[int, float]:
     return rows, time.perf_counter() - started
 
 
+PHASES: list[str] = []
+"""The archive's own timing of its steps (its ``-v`` log lines "archive step: … in N s")."""
+
+
 def timed_cli(found: PostgresDatabase, *args: str) -> tuple[float, str]:
     started = time.perf_counter()
     done = subprocess.run(
@@ -92,6 +96,7 @@ def timed_cli(found: PostgresDatabase, *args: str) -> tuple[float, str]:
     seconds = time.perf_counter() - started
     if done.returncode not in (0, 1):
         raise SystemExit(f"jobtrail {' '.join(args)} failed: {done.stderr.strip()}")
+    PHASES.extend(line for line in done.stderr.splitlines() if "archive step: " in line)
     return seconds, (done.stdout.strip().splitlines() or [""])[-1]
 
 
@@ -125,9 +130,11 @@ def measure(source: PostgresDatabase, folder: Path) -> None:
     run = copy_of(source)
     before = scale_load.footprint(run.conninfo)
     archive_seconds, said = timed_cli(
-        run, "archive", "--before", "0s", "--out", str(folder / "archive.jsonl")
+        run, "-v", "archive", "--before", "0s", "--out", str(folder / "archive.jsonl")
     )
     print(f"  {said}")
+    for line in PHASES:
+        print(f"    {line[line.index('archive step: ') + 14 :]}")
     after = scale_load.footprint(run.conninfo)
     rates = {
         "COPY TO (the physical limit)": events / copy_seconds,
