@@ -222,7 +222,10 @@ def compiled(statement: Any, params: dict[str, Any]) -> tuple[str, dict[str, Any
     """A SQLAlchemy statement as PostgreSQL text with psycopg's ``%(name)s`` parameters."""
     from sqlalchemy.dialects import postgresql
 
-    done = statement.compile(dialect=postgresql.psycopg.dialect())  # type: ignore[no-untyped-call]
+    done = statement.compile(
+        dialect=postgresql.psycopg.dialect(),  # type: ignore[no-untyped-call]
+        compile_kwargs={"render_postcompile": True},
+    )
     return str(done), {**done.params, **params}
 
 

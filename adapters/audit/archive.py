@@ -12,16 +12,18 @@ The steps, each safe to interrupt:
    destination and folds them (the events' digest) and the events that stay (the kept
    digest, which a replay without the files checks).
 2. The file is synced, hashed and moved into place.
-3. One transaction: the record (`job_log_archives`), the jobs (`job_log_archive_jobs`), the
-   events removed through the log's one narrow DELETE path (PostgreSQL: the function
-   `jobtrail_archive_events`; migration 0012) and compared with the file (same count, same
-   digest, or nothing is removed), and the jobs' rows.
+3. One transaction (`archive_removal`): the record (`job_log_archives`), the jobs
+   (`job_log_archive_jobs`), the events removed through the log's one narrow DELETE path
+   (PostgreSQL: the function `jobtrail_archive_events`; migrations 0012 and 0015) and
+   compared with the file (same count, same digest, or nothing is removed), and the jobs'
+   rows. On PostgreSQL it starts beside step 1 and removes while the file is written; it
+   commits only after step 2.
 
 Killed before step 3 commits, the log is as it was and the file has no record: running the
 same command again replaces that file (only an archive file no record names) and finishes.
 
-About 400 lines, over the ~300 a module aims at: one operation whose three steps share the
-fold, the cut and the record, and mean nothing apart.
+About 340 lines, over the ~300 a module aims at: steps 1 and 2 share the fold, the cut and
+the file, and mean nothing apart (step 3 is `archive_removal`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
+from jobtrail.adapters.audit.archive_removal import finish, removal
 from jobtrail.adapters.audit.export import (
     check_destination,
     move_into_place,
@@ -51,22 +54,18 @@ from jobtrail.adapters.audit.reads import (
     read_archives,
     read_seals,
     stream_marked,
-    stream_query,
 )
 from jobtrail.adapters.audit.seal import append_seal
-from jobtrail.adapters.sql.engine import WRITE, is_postgres, translated_errors
+from jobtrail.adapters.sql.engine import is_postgres, translated_errors
 from jobtrail.adapters.sql.schema import (
-    job,
     job_events,
-    job_log_archive_jobs,
-    job_log_archives,
     relay_position,
 )
 from jobtrail.domain.canonical import utc_iso
 from jobtrail.domain.errors import ArchiveRefused, CannotWrite
 from jobtrail.domain.events import TERMINAL_EVENT_TYPES
 from jobtrail.domain.seals import ArchiveRecord, RunningDigest, Seal
-from sqlalchemy import Connection, Engine, Select, delete, func, insert, literal, select, text
+from sqlalchemy import Connection, Engine, Select, func, select
 
 log = logging.getLogger("jobtrail.archive")
 
@@ -108,8 +107,6 @@ class _Fold:
     """The whole log's digest, on from the last archive's seal (to compare with the cut)."""
     jobs: int = 0
     first_position: int = 0
-    bound: int = 0
-    """The position the chosen jobs' terminal events are at or before (`published_upto`)."""
 
 
 def archive(
@@ -230,35 +227,43 @@ def _write_and_remove(
     *,
     replace: bool,
 ) -> ArchiveRecord | None:
-    with partial_beside(out) as (partial, f):
-        with translated_errors(), engine.connect().execution_options(**_snapshot(engine)) as conn:
-            after = previous[0].archive_id if previous else 0
-            with _phase("read the log and wrote the file"):
-                fold = _write(conn, f, cut, seal, previous)
-            conn.rollback()
-        if fold.jobs == 0:
-            return None
-        with _phase("synced and hashed the file"):
-            f.flush()
-            os.fsync(f.fileno())
-            digest, size = file_digest(partial)
-        move_into_place(partial, out, force=replace)
-    record = ArchiveRecord(
-        archive_id=0,
-        seal_id=seal.seal_id,
-        seal_position=seal.position,
-        file_name=out.name,
-        file_digest=digest,
-        file_bytes=size,
-        event_count=fold.moved.count,
-        job_count=fold.jobs,
-        first_position=fold.first_position,
-        last_position=fold.moved.position,
-        events_digest=fold.moved.digest,
-        kept_count=fold.kept.count,
-        kept_digest=fold.kept.digest,
-    )
-    return _remove(engine, record, cut, fold.bound, after, actor)
+    with translated_errors(), engine.connect() as conn:
+        chosen = chosen_jobs(published_upto(conn, seal.position), cut.before)
+        conn.rollback()
+    after = previous[0].archive_id if previous else 0
+    with removal(engine, after, chosen, seal.seal_id) as removing:
+        with partial_beside(out) as (partial, f):
+            with (
+                translated_errors(),
+                engine.connect().execution_options(**_snapshot(engine)) as conn,
+            ):
+                with _phase("read the log and wrote the file"):
+                    fold = _write(conn, f, chosen, cut, seal, previous)
+                conn.rollback()
+            if fold.jobs == 0:
+                return None
+            with _phase("synced and hashed the file"):
+                f.flush()
+                os.fsync(f.fileno())
+                digest, size = file_digest(partial)
+            move_into_place(partial, out, force=replace)
+        record = ArchiveRecord(
+            archive_id=0,
+            seal_id=seal.seal_id,
+            seal_position=seal.position,
+            file_name=out.name,
+            file_digest=digest,
+            file_bytes=size,
+            event_count=fold.moved.count,
+            job_count=fold.jobs,
+            first_position=fold.first_position,
+            last_position=fold.moved.position,
+            events_digest=fold.moved.digest,
+            kept_count=fold.kept.count,
+            kept_digest=fold.kept.digest,
+        )
+        with _phase("recorded the archive"):
+            return finish(removing, record, cut.before, actor)
 
 
 def _snapshot(engine: Engine) -> dict[str, Any]:
@@ -268,6 +273,7 @@ def _snapshot(engine: Engine) -> dict[str, Any]:
 def _write(
     conn: Connection,
     f: IO[str],
+    chosen: Select[Any],
     cut: Cut,
     seal: Seal,
     previous: tuple[ArchiveRecord, Seal] | None,
@@ -280,8 +286,6 @@ def _write(
     last_cut = before_seal.position if before_seal else 0
     write_line(f, {HEADER: FORMAT_VERSION})
     write_line(f, {ARCHIVE: _descriptor(cut, seal, previous)})
-    fold.bound = published_upto(conn, seal.position)
-    chosen = chosen_jobs(fold.bound, cut.before)
     for record, moves in stream_marked(conn, seal.position, chosen):
         (fold.left_before if record.position <= last_cut else fold.since).add(
             record.position, record.hash
@@ -335,76 +339,4 @@ def _check_log(fold: _Fold, seal: Seal, previous: tuple[ArchiveRecord, Seal] | N
             reason=f"the log up to position {seal.position} does not fold into seal "
             f"{seal.seal_id} ({fold.since.count} events, {seal.event_count} sealed): "
             "run `jobtrail replay`"
-        )
-
-
-def _remove(
-    engine: Engine, record: ArchiveRecord, cut: Cut, bound: int, after: int, actor: str
-) -> ArchiveRecord:
-    """Record, list, remove and compare, in one transaction."""
-    with (
-        translated_errors(),
-        engine.connect().execution_options(**WRITE) as conn,
-        conn.begin(),
-    ):
-        if is_postgres(conn):
-            conn.execute(text("LOCK TABLE job_log_archives IN EXCLUSIVE MODE"))
-        latest = conn.execute(select(func.max(job_log_archives.c.archive_id))).scalar_one()
-        if (latest or 0) != after:
-            raise ArchiveRefused(reason="another archive was made meanwhile; run it again")
-        archive_id = _insert_record(conn, record, cut, actor)
-        with _phase("listed the jobs"):
-            conn.execute(
-                insert(job_log_archive_jobs).from_select(
-                    ["job_id", "archive_id"],
-                    chosen_jobs(bound, cut.before).add_columns(
-                        literal(archive_id, job_log_archive_jobs.c.archive_id.type)
-                    ),
-                )
-            )
-        listed = _count(conn, _listed(archive_id))
-        if listed != record.job_count:
-            raise ArchiveRefused(
-                reason=f"{listed} jobs are finished now, {record.job_count} were written"
-            )
-        with _phase("removed the events and compared them with the file"):
-            _remove_events(conn, archive_id, record)
-        with _phase("removed the job rows"):
-            conn.execute(delete(job).where(job.c.id.in_(_listed(archive_id))))
-    return ArchiveRecord(**{**record.__dict__, "archive_id": archive_id})
-
-
-def _insert_record(conn: Connection, record: ArchiveRecord, cut: Cut, actor: str) -> int:
-    values = {k: v for k, v in record.__dict__.items() if k != "archive_id"}
-    values.update(finished_before=cut.before, actor=actor)
-    inserted = conn.execute(
-        insert(job_log_archives).returning(job_log_archives.c.archive_id), values
-    )
-    return int(inserted.scalar_one())
-
-
-def _listed(archive_id: int) -> Select[Any]:
-    a = job_log_archive_jobs
-    return select(a.c.job_id).where(a.c.archive_id == archive_id)
-
-
-def _remove_events(conn: Connection, archive_id: int, record: ArchiveRecord) -> None:
-    """Remove the listed jobs' events and check they are exactly those in the file."""
-    removed = RunningDigest()
-    if is_postgres(conn):
-        gone = func.jobtrail_archive_events(archive_id).table_valued("event_position", "event_hash")
-        query = select(gone.c.event_position, gone.c.event_hash).order_by(gone.c.event_position)
-        for position, event_hash in stream_query(conn, query):
-            removed.add(int(position), str(event_hash))
-    else:
-        e = job_events
-        listed = _listed(archive_id)
-        query = select(e.c.position, e.c.hash).where(e.c.job_id.in_(listed)).order_by(e.c.position)
-        for position, event_hash in conn.execute(query):
-            removed.add(int(position), str(event_hash))
-        conn.execute(delete(e).where(e.c.job_id.in_(listed)))
-    if (removed.count, removed.digest) != (record.event_count, record.events_digest):
-        raise ArchiveRefused(
-            reason=f"the events removed ({removed.count}) are not the ones written to "
-            f"{record.file_name} ({record.event_count}); nothing was removed"
         )

@@ -11,7 +11,7 @@ SQLSTATE                                          error
 ``JT001`` (ours: the append-only triggers raise   `AppendOnlyViolation`
 it, migration 0006)
 ``JT002`` (ours: `jobtrail_archive_events`        `ArchiveRefused`
-refuses a job, migration 0012)
+refuses a job, 0012, 0015)
 ``42P01`` undefined_table                         `SchemaMissing`
 ``40001`` serialization_failure,                  `ConcurrencyConflict`
 ``40P01`` deadlock_detected

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jobtrail.adapters.audit import archive as archive_module
+from jobtrail.adapters.audit import archive_removal
 from jobtrail.adapters.audit.archive import Cut, archive
 from jobtrail.adapters.audit.passes import Scope
 from jobtrail.adapters.audit.replay import replay_database
@@ -307,12 +307,12 @@ def test_events_removed_that_differ_from_the_file_undo_the_archive(
     """The removal is compared with the file (count and digest) before it commits."""
     finished_and_open(trail)
     left = events_of(trail)
-    real = archive_module._remove_events
+    real = archive_removal.compare_removed
 
-    def with_another_file(conn: Any, archive_id: int, record: Any) -> None:
-        real(conn, archive_id, replace(record, events_digest="0" * 64))
+    def with_another_file(removed: Any, listed: int, record: Any) -> None:
+        real(removed, listed, replace(record, events_digest="0" * 64))
 
-    monkeypatch.setattr(archive_module, "_remove_events", with_another_file)
+    monkeypatch.setattr(archive_removal, "compare_removed", with_another_file)
     with pytest.raises(ArchiveRefused, match="are not the ones written to a.jsonl"):
         archive(trail.engine, Cut(), folder / "a.jsonl", "test")
     assert events_of(trail) == left
@@ -346,29 +346,31 @@ def test_an_archive_cut_before_the_last_one_is_refused(trail: Jobtrail, folder: 
 
 KILLER = """
 import os, signal, sys
-from jobtrail.adapters.audit import archive
+from jobtrail.adapters.audit import archive, archive_removal
 from jobtrail.adapters.cli.main import main
 
 point = sys.argv.pop(1)
-real = getattr(archive, point)
+module = archive_removal if point == "compare_removed" else archive
+real = getattr(module, point)
 calls = []
 
 
 def killed(*args, **kwargs):
     calls.append(1)
-    if point == "_remove_events":
+    if point == "compare_removed":
         real(*args, **kwargs)  # the events are gone inside the transaction, then the end
     if point != "write_line" or len(calls) == 40:
         os.kill(os.getpid(), signal.SIGKILL)
     return real(*args, **kwargs)
 
 
-setattr(archive, point, killed)
+setattr(module, point, killed)
 sys.exit(main(sys.argv[1:]))
 """
 """Runs `jobtrail` in a process that SIGKILLs itself at a point of the archive: while writing
-the file (its 40th line), once the file is in place, or once the events are removed but
-before the transaction commits."""
+the file (its 40th line), once the file is in place (on PostgreSQL the events are removed by
+then, not committed), or once the events are removed and compared with the file but before
+the transaction commits."""
 
 
 def _snapshot_everything(trail: Jobtrail, folder: Path) -> dict[int, str]:
@@ -383,7 +385,7 @@ def _snapshot_everything(trail: Jobtrail, folder: Path) -> dict[int, str]:
     return found
 
 
-@pytest.mark.parametrize("point", ["write_line", "_remove", "_remove_events"])
+@pytest.mark.parametrize("point", ["write_line", "finish", "compare_removed"])
 def test_an_archive_killed_half_way_loses_and_doubles_nothing(
     backend_url: str, folder: Path, point: str
 ) -> None:
@@ -468,7 +470,7 @@ def test_no_role_can_delete_from_the_log_outside_the_archive_path(pg_trail: Jobt
                 if who:
                     conn.execute(text("SAVEPOINT s"))
                     with pytest.raises(Exception, match="permission denied"):
-                        conn.execute(text("SELECT * FROM jobtrail_archive_events(1)"))
+                        conn.execute(text("SELECT * FROM jobtrail_archive_events(1, 1)"))
                     conn.execute(text("ROLLBACK TO SAVEPOINT s"))
         with pg_trail.engine.begin() as conn:
             conn.execute(text(f"REVOKE ALL ON job_events, job_log_archive_jobs FROM {role}"))

@@ -21,6 +21,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from jobtrail.adapters.audit.archive_removal import NEXT_ARCHIVE_ID
+from jobtrail.adapters.audit.seal import append_seal
 from jobtrail.adapters.bootstrap import Jobtrail, connect
 from jobtrail.adapters.cli.main import main
 from jobtrail.adapters.sql.control import ControlChange, read_control_log
@@ -29,7 +31,7 @@ from jobtrail.adapters.sql.retention import prune_job_rows, pruned_before
 from jobtrail.adapters.sql.schema import job, job_events, job_log_archive_jobs, job_log_archives
 from jobtrail.domain.errors import InsufficientCredits, UpstreamTimeout
 from psycopg import sql
-from sqlalchemy import Delete, delete, event, func, insert, select, text
+from sqlalchemy import Delete, delete, event, insert, select, text
 
 from tests.conftest import REQUIRED, _admin, _url_for, database_url, unavailable
 from tests.helpers import SetClock, jobtrail_process, table_fingerprint
@@ -313,24 +315,28 @@ def test_show_of_a_row_missing_without_a_prune_does_not_say_pruned(
 def archive_directly(trail: Jobtrail, job_id: str, file_name: str) -> dict[str, Any]:
     """What `jobtrail archive` leaves for one job: its record and listing, its events
     removed through the log's one DELETE path, its row gone. The record as stored."""
+    seal = append_seal(trail.engine, "test")
     with trail.engine.connect().execution_options(**WRITE) as conn, conn.begin():
-        top = conn.execute(select(func.max(job_events.c.position))).scalar_one()
         values = dict(
-            seal_id=1, seal_position=top, finished_before=CUT, file_name=file_name,
-            file_digest="0" * 64, file_bytes=1, event_count=3, job_count=1, first_position=1,
-            last_position=top, events_digest="0" * 64, kept_count=0, kept_digest="0" * 64,
-            actor="test",
+            seal_id=seal.seal_id, seal_position=seal.position, finished_before=CUT,
+            file_name=file_name, file_digest="0" * 64, file_bytes=1, event_count=3,
+            job_count=1, first_position=1, last_position=seal.position,
+            events_digest="0" * 64, kept_count=0, kept_digest="0" * 64, actor="test",
         )  # fmt: skip
-        added = conn.execute(
-            insert(job_log_archives).returning(job_log_archives.c.archive_id), values
-        )
-        archive_id = added.scalar_one()
-        conn.execute(insert(job_log_archive_jobs), {"job_id": job_id, "archive_id": archive_id})
-        if is_postgres(conn):
+        if is_postgres(conn):  # as `archive_removal`: removed first, recorded last
+            archive_id = conn.execute(NEXT_ARCHIVE_ID).scalar_one()
+            conn.execute(insert(job_log_archive_jobs), {"job_id": job_id, "archive_id": archive_id})
             conn.execute(
-                text("SELECT count(*) FROM jobtrail_archive_events(:a)"), {"a": archive_id}
+                text("SELECT count(*) FROM jobtrail_archive_events(:a, :s)"),
+                {"a": archive_id, "s": seal.seal_id},
             )
+            conn.execute(insert(job_log_archives), {**values, "archive_id": archive_id})
         else:
+            added = conn.execute(
+                insert(job_log_archives).returning(job_log_archives.c.archive_id), values
+            )
+            archive_id = added.scalar_one()
+            conn.execute(insert(job_log_archive_jobs), {"job_id": job_id, "archive_id": archive_id})
             conn.execute(delete(job_events).where(job_events.c.job_id == job_id))
         conn.execute(delete(job).where(job.c.id == job_id))
         query = select(job_log_archives).where(job_log_archives.c.archive_id == archive_id)
