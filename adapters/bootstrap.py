@@ -13,7 +13,8 @@ engine, the event store, the read model, the domain service), cosmicpython's boo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ from jobtrail.adapters.config import Settings
 from jobtrail.adapters.sql import engine as database
 from jobtrail.adapters.sql.queries import JobQueries, rebuild
 from jobtrail.adapters.sql.queue import SqlJobQueue
-from jobtrail.adapters.sql.retention import whereabouts
+from jobtrail.adapters.sql.retention import JobArchived, whereabouts
 from jobtrail.adapters.sql.stats_query import read_stats
 from jobtrail.adapters.sql.store import SqlEventStore
 from jobtrail.domain import limits
@@ -195,14 +196,32 @@ class Jobtrail:
         The original is not touched. While its retry has not finished, retrying it again
         returns that retry's id (docs/retry.md); a job that has not finished is refused.
         """
-        return self.service.retry(parse_job_id(job_id), self.queries.finished_retries, reason, meta)
+        with self._naming_archived_jobs():
+            return self.service.retry(
+                parse_job_id(job_id), self.queries.finished_retries, reason, meta
+            )
 
     def retry_many(
         self, job_ids: Sequence[str], reason: str | None = None, meta: Meta = SYSTEM
     ) -> list[str]:
         """`retry` for several jobs in one transaction (all or none); new ids in order."""
         ids = [parse_job_id(job_id) for job_id in job_ids]
-        return self.service.retry_many(ids, self.queries.finished_retries, reason, meta)
+        with self._naming_archived_jobs():
+            return self.service.retry_many(ids, self.queries.finished_retries, reason, meta)
+
+    @contextmanager
+    def _naming_archived_jobs(self) -> Iterator[None]:
+        """A job not found that an archive holds is `JobArchived`, which names the archive
+        (as `show` does): a retry cannot read its history from the log any more."""
+        try:
+            yield
+        except JobArchived:
+            raise
+        except JobNotFound as error:
+            job_id = error.context.get("job_id")
+            if not isinstance(job_id, str):
+                raise
+            raise whereabouts(self.engine, job_id).not_found() from None
 
     def retry_where(
         self,

@@ -41,7 +41,7 @@ from jobtrail.domain.errors import (
 )
 from sqlalchemy import func, insert, inspect, select, text
 
-from tests.helpers import SteppingClock
+from tests.helpers import SteppingClock, jobtrail_process
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -166,6 +166,26 @@ def test_the_cli_archives_and_replays_with_and_without_the_files(
     assert f"{len(ids['finished'])} jobs" in said and "an archive cut at seal" in said
     assert main([*db, "archive", "--list"]) == 0
     assert "2026-03.jsonl" in capsys.readouterr().out
+
+
+def test_a_retry_of_an_archived_job_names_its_archive(backend_url: str, folder: Path) -> None:
+    """As `show` does: the job's history is in a file now, and a retry cannot read it."""
+    trail = connect(backend_url, clock=SteppingClock(T0))
+    ids = finished_and_open(trail)
+    done = archive(trail.engine, Cut(), folder / "2026-03.jsonl", "test")
+    trail.close()
+    assert done is not None
+    archived = ids["finished"][1]
+
+    result = jobtrail_process(backend_url, "retry", archived)
+
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert f"Job {archived} is archived: archive {done.record.archive_id}" in result.stderr
+    assert "2026-03.jsonl" in result.stderr
+    unknown = "0194a2b0-0000-7000-8000-000000000000"
+    both = jobtrail_process(backend_url, "retry", unknown, archived)
+    assert both.returncode == 1 and f"No job with id {unknown}" in both.stderr
 
 
 def test_archiving_again_over_the_same_cut_archives_nothing_more(
